@@ -1,0 +1,318 @@
+"""The ``aggregator`` command: a thin adapter — parse arguments, call one function, print.
+
+Exit status: 0 when the command did its job (a poll whose sources partly failed still
+ran); 1 for an operational error (a URL that is not a feed, a database problem); 2 for a
+config or usage error (the message names the key and the file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import SETTINGS, config_path, format_interval, load_config
+from .errors import AggregatorError, ConfigError
+
+log = logging.getLogger("aggregator")
+
+
+class _Group(click.Group):
+    """Turns our errors into one clean line on stderr and the documented exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except AggregatorError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), default=None, envvar="AGGREGATOR_CONFIG",
+    help="Config file [default: ./config.toml, or $AGGREGATOR_CONFIG].",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="aggregator")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
+    """Poll feeds, write Hexo-style articles, republish per-category RSS and Atom.
+
+    \b
+    Example:
+      aggregator add-source https://rsshub.app/cls/depth/1000 --name 财联社 --category 金融 --channel 深度
+      aggregator poll
+      aggregator run
+    """
+    _setup_logging(verbose)
+    ctx.obj = config_path(config_file)
+
+
+def _config(ctx: click.Context):
+    return load_config(ctx.obj)
+
+
+# -- sources --------------------------------------------------------------------------
+
+
+@cli.command("add-source")
+@click.argument("url")
+@click.option("--name", required=True, help="Display name; the article's author and second category.")
+@click.option("--category", required=True, help="Topic: first category, and the feed it is published in.")
+@click.option("--channel", default=None, help="Optional third category.")
+@click.option("--interval", default=None, help='Poll interval, e.g. "30m" [default: default_interval].')
+@click.option("--no-check", is_flag=True, help="Add without fetching the URL first.")
+@click.pass_context
+def add_source(ctx, url, name, category, channel, interval, no_check):
+    """Add a source to config.toml, after checking that URL is a feed.
+
+    One GET: a feed is added as is; an HTML page that advertises a feed
+    (<link rel="alternate" type="application/rss+xml" ...>) adds that feed instead.
+    Comments and layout of config.toml are kept.
+
+    \b
+    Example:
+      aggregator add-source https://rsshub.app/cls/depth/1000 --name 财联社 --category 金融 --channel 深度
+    """
+    from .config import add_source_to_file, config_from_dict, parse_interval
+
+    path: Path = ctx.obj
+    config = load_config(path) if path.exists() else config_from_dict({}, path)
+    if config.source(name.strip()):
+        raise ConfigError(f"{path}: a source named {name!r} already exists")
+    if any(s.url == url.strip() for s in config.sources):
+        raise ConfigError(f"{path}: the URL {url} is already the source {next(s.name for s in config.sources if s.url == url.strip())!r}")
+    if interval:
+        try:
+            parse_interval(interval)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--interval") from None
+    if not no_check:
+        from .pipeline import check_feed
+
+        check = check_feed(config, url.strip(), source=name)
+        if check.discovered_from:
+            click.echo(f"{url} is a page; it advertises the feed {check.url} — using that.")
+            if any(s.url == check.url for s in config.sources):
+                raise ConfigError(f"{path}: the feed {check.url} is already a source")
+        url = check.url
+        click.echo(f"Feed: {check.title or '(untitled)'} — {check.entries} item{'s' if check.entries != 1 else ''}")
+    add_source_to_file(
+        path, {"name": name.strip(), "url": url.strip(), "category": category.strip(), "channel": (channel or "").strip(), "interval": interval or ""}
+    )
+    click.echo(f"Added {name!r} ({category}{' / ' + channel if channel else ''}) to {path}.")
+    click.echo("A running daemon picks it up on reload (systemctl reload aggregator), or run: aggregator poll " + _quote(name))
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+@cli.command("remove-source")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete its articles and post files, then republish.")
+@click.pass_context
+def remove_source(ctx, name, purge):
+    """Remove a source from config.toml (its articles stay unless --purge).
+
+    \b
+    Example:
+      aggregator remove-source 掘金 --purge
+    """
+    from .config import remove_source_from_file
+
+    config = _config(ctx)
+    if config.source(name) is None:
+        raise ConfigError(f"{config.path}: no source named {name!r}")
+    remove_source_from_file(config.path, name)
+    click.echo(f"Removed {name!r} from {config.path}.")
+    if purge:
+        from .pipeline import purge_source
+
+        gone = purge_source(load_config(config.path), name)
+        click.echo(f"Purged {gone} article{'s' if gone != 1 else ''} and republished.")
+
+
+@cli.command("list-sources")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: name, url, category, channel, interval, state, last_success, last_error, articles).")
+@click.pass_context
+def list_sources(ctx, as_json):
+    """Show every source with its health and article count.
+
+    \b
+    Example:
+      aggregator list-sources --json | jq '.[] | select(.state == "failing")'
+    """
+    from .store import Store, to_iso
+
+    config = _config(ctx)
+    with Store(config.db_path) as store:
+        states = store.source_states()
+    rows = []
+    for s in config.sources:
+        st = states.get(s.name)
+        rows.append(
+            {
+                "name": s.name,
+                "url": s.url,
+                "category": s.category,
+                "channel": s.channel,
+                "interval": format_interval(s.interval),
+                "state": st.state if st and st.url else "new",
+                "last_success": to_iso(st.last_success) if st and st.last_success else None,
+                "last_error": st.last_error if st else None,
+                "articles": st.articles if st else 0,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} source{'s' if len(rows) != 1 else ''} in {config.path}")
+    for col in ("name", "category / channel", "url", "interval", "state", "last success", "last error", "articles"):
+        table.add_column(col, overflow="fold", justify="right" if col == "articles" else "left")
+    colours = {"ok": "green", "failing": "red", "new": "yellow"}
+    for r in rows:
+        table.add_row(
+            r["name"], r["category"] + (f" / {r['channel']}" if r["channel"] else ""), r["url"], r["interval"],
+            f"[{colours.get(r['state'], 'white')}]{r['state']}[/]", r["last_success"] or "-", r["last_error"] or "",
+            str(r["articles"]),
+        )
+    Console().print(table)
+
+
+# -- work -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.pass_context
+def poll(ctx, names):
+    """Poll all sources (or the NAMES given) once, then publish.
+
+    Exits 0 when the cycle ran, even if some sources failed (see the table and
+    list-sources); 2 for a config error or an unknown source name.
+
+    \b
+    Example:
+      aggregator poll
+      aggregator poll 财联社 掘金
+    """
+    from rich.console import Console
+
+    from .pipeline import Pipeline
+
+    config = _config(ctx)
+    console = Console(stderr=False)
+    with Pipeline(config) as pipeline:
+        sources = pipeline.select(names)
+        if console.is_terminal:
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("Polling", total=len(sources))
+                cycle = pipeline.poll(names, on_result=lambda r: progress.advance(task))
+        else:
+            cycle = pipeline.poll(names)
+    _print_cycle(console, cycle, config)
+
+
+def _print_cycle(console, cycle, config) -> None:
+    from rich.table import Table
+
+    table = Table(title="Poll results")
+    for col in ("source", "new", "updated", "unchanged", "duplicates", "status"):
+        table.add_column(col, justify="left" if col in ("source", "status") else "right", overflow="fold")
+    for r in cycle.results:
+        status = f"[red]error: {r.error}[/]" if r.error else ("not modified" if r.not_modified else "ok")
+        if r.skipped_entries:
+            status += f" ({len(r.skipped_entries)} entries skipped)"
+        table.add_row(r.source, str(r.new), str(r.updated), str(r.unchanged), str(r.duplicates), status)
+    console.print(table)
+    failed = sum(1 for r in cycle.results if r.error)
+    new = sum(r.new for r in cycle.results)
+    upd = sum(r.updated for r in cycle.results)
+    console.print(
+        f"{len(cycle.results)} sources, {failed} failed; {new} new, {upd} updated articles; "
+        f"{len(cycle.posts_written)} posts written to {config.posts_dir}; {len(cycle.published)} feed files written to {config.output_dir}."
+    )
+
+
+@cli.command()
+@click.pass_context
+def publish(ctx):
+    """Rebuild every published feed (and any missing post file) from the database.
+
+    Files whose bytes would not change are left alone.
+
+    \b
+    Example:
+      aggregator publish
+    """
+    from .pipeline import Pipeline
+
+    config = _config(ctx)
+    with Pipeline(config) as pipeline:
+        written = pipeline.publish(rewrite_posts=True)
+    click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}.")
+
+
+@cli.command()
+@click.pass_context
+def run(ctx):
+    """Run the daemon: poll every source on its interval, publish after changes.
+
+    The first poll of each source starts at once. SIGTERM or SIGINT lets polls in
+    flight finish, then exits 0. Meant for systemd (deploy/aggregator.service).
+
+    \b
+    Example:
+      aggregator --config /etc/aggregator/config.toml run
+    """
+    from .scheduler import run_daemon
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    run_daemon(_config(ctx))
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="demo-output", show_default=True,
+              help="Where the demo's config, database and output go.")
+@click.pass_context
+def demo(ctx, directory):
+    """Run the whole pipeline on the bundled sample feeds, offline.
+
+    Serves the sample feeds from 127.0.0.1, writes a config for them in DIR, polls
+    them, publishes, and prints where the articles and feeds landed.
+
+    \b
+    Example:
+      aggregator demo --dir /tmp/aggregator-demo
+    """
+    from .demo import run_demo
+
+    run_demo(Path(directory))
+
+
+def main() -> None:
+    cli(prog_name="aggregator")
+
+
+__all__ = ["cli", "main", "SETTINGS"]

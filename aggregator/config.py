@@ -1,0 +1,309 @@
+"""config.toml -> frozen ``Config``; and the two edits the CLI makes to that file.
+
+Owns: reading (tomllib), validating every key against the declared ``SETTINGS`` table
+(unknown keys, wrong types, duplicates and bad intervals are ``ConfigError`` naming the key
+and the file), and editing ``[[sources]]`` with tomlkit so the operator's comments and
+layout survive ``add-source`` / ``remove-source``.
+Must not: fetch, touch the database, or be read as a global by other stages — callers get
+a ``Config`` value and pass what each stage needs.
+
+Relative ``data_dir`` / ``output_dir`` are resolved against the folder holding the config
+file, so the daemon behaves the same whatever its working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import USER_AGENT
+from .errors import ConfigError
+from .models import FetchLimits, Source
+
+DEFAULT_CONFIG = "config.toml"
+ENV_CONFIG = "AGGREGATOR_CONFIG"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One top-level key of config.toml. The table is the documentation's source of truth:
+    tests check that the shipped config.toml and the README mention every one."""
+
+    name: str
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", str, "data", "Folder for the SQLite database and state (relative to this file)."),
+    Setting("output_dir", str, "feeds", "Folder for published feeds; articles go to <output_dir>/posts/."),
+    Setting("base_url", str, "http://localhost:8080/", "Public URL where output_dir is served (self links)."),
+    Setting("site_title", str, "aggregator", "Title prefix of every published feed."),
+    Setting("default_interval", str, "15m", "Poll interval of sources without their own (30s, 15m, 1h, 1d, 1h30m)."),
+    Setting("concurrency", int, 8, "How many sources are fetched at the same time."),
+    Setting("items_per_feed", int, 50, "How many of the newest articles each published feed carries."),
+    Setting("timeout", (int, float), 60, "Total seconds one fetch may take, redirects included."),
+    Setting("max_body_mib", (int, float), 15, "Largest feed body accepted, in MiB after decompression."),
+    Setting("allow_private_networks", bool, False, "Allow sources on loopback/private addresses (SSRF guard off)."),
+)
+SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
+    # key: (type, required, help)
+    "name": (str, True, "Display name; also the article's author and second category."),
+    "url": (str, True, "Feed URL (RSS, Atom or JSON Feed)."),
+    "category": (str, True, "Topic: the article's first category and the feed it is published in."),
+    "channel": (str, False, "Optional third category (e.g. a section of the source)."),
+    "interval": (str, False, "Poll interval for this source; default_interval when absent."),
+}
+
+_INTERVAL_RE = re.compile(r"(\d+)\s*([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_INTERVAL = 10
+
+
+def parse_interval(text: str) -> int:
+    """``"15m"`` -> 900. Accepts s/m/h/d units, combined (``"1h30m"``); plain digits are
+    seconds. Raises ValueError with a hint otherwise."""
+    s = text.strip().lower().replace(" ", "")
+    if s.isdigit():
+        total = int(s)
+    else:
+        pos, total = 0, 0
+        for m in _INTERVAL_RE.finditer(s):
+            if m.start() != pos:
+                break
+            total += int(m.group(1)) * _UNIT[m.group(2)]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise ValueError(f'cannot read "{text}" as an interval (use e.g. "30s", "15m", "1h", "1d", "1h30m")')
+    if total < MIN_INTERVAL:
+        raise ValueError(f'interval "{text}" is shorter than {MIN_INTERVAL} seconds')
+    return total
+
+
+def format_interval(seconds: int) -> str:
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data_dir: Path
+    output_dir: Path
+    base_url: str
+    site_title: str
+    default_interval: int
+    concurrency: int
+    items_per_feed: int
+    timeout: float
+    max_body_bytes: int
+    allow_private_networks: bool
+    sources: tuple[Source, ...]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "aggregator.db"
+
+    @property
+    def posts_dir(self) -> Path:
+        return self.output_dir / "posts"
+
+    def fetch_limits(self) -> FetchLimits:
+        return FetchLimits(
+            user_agent=USER_AGENT,
+            connect_timeout=min(10.0, self.timeout),
+            read_timeout=min(30.0, self.timeout),
+            deadline=float(self.timeout),
+            max_body_bytes=self.max_body_bytes,
+            allow_private_networks=self.allow_private_networks,
+        )
+
+    def source(self, name: str) -> Source | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    """--config, else $AGGREGATOR_CONFIG, else ./config.toml."""
+    return Path(explicit or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if isinstance(t, tuple):
+        return "a number"
+    return names.get(t, t.__name__)
+
+
+def _check_type(value: Any, t: type | tuple[type, ...]) -> bool:
+    # bool is an int in Python; TOML keeps them apart, and so do we.
+    if isinstance(value, bool) and t is not bool:
+        return False
+    return isinstance(value, t)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    p = config_path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found (pass --config or set ${ENV_CONFIG})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from e
+    return config_from_dict(data, p)
+
+
+def config_from_dict(data: dict[str, Any], path: Path) -> Config:
+    known = {s.name: s for s in SETTINGS}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "sources":
+            continue
+        setting = known.get(key)
+        if setting is None:
+            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(known)}, sources)")
+        if not _check_type(value, setting.type):
+            raise ConfigError(f"{path}: '{key}' must be {_type_name(setting.type)}, not {value!r}")
+        values[key] = value
+    get = lambda k: values.get(k, known[k].default)  # noqa: E731
+
+    try:
+        default_interval = parse_interval(get("default_interval"))
+    except ValueError as e:
+        raise ConfigError(f"{path}: 'default_interval': {e}") from None
+    for key in ("concurrency", "items_per_feed"):
+        if get(key) < 1:
+            raise ConfigError(f"{path}: '{key}' must be at least 1, not {get(key)}")
+    for key in ("timeout", "max_body_mib"):
+        if get(key) <= 0:
+            raise ConfigError(f"{path}: '{key}' must be positive, not {get(key)}")
+    base_url = get("base_url")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise ConfigError(f"{path}: 'base_url' must be an http(s) URL, not {base_url!r}")
+    if not base_url.endswith("/"):
+        base_url += "/"
+
+    raw_sources = data.get("sources", [])
+    if not isinstance(raw_sources, list) or not all(isinstance(s, dict) for s in raw_sources):
+        raise ConfigError(f"{path}: 'sources' must be an array of tables ([[sources]])")
+    sources: list[Source] = []
+    names: set[str] = set()
+    urls: set[str] = set()
+    for i, s in enumerate(raw_sources):
+        where = f"sources[{i}]" + (f" ({s['name']})" if isinstance(s.get("name"), str) else "")
+        for key, value in s.items():
+            if key not in SOURCE_KEYS:
+                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(SOURCE_KEYS)})")
+            if not _check_type(value, SOURCE_KEYS[key][0]):
+                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(SOURCE_KEYS[key][0])}, not {value!r}")
+        for key, (_, required, _) in SOURCE_KEYS.items():
+            if required and not str(s.get(key, "")).strip():
+                raise ConfigError(f"{path}: {where}: missing required key '{key}'")
+        name, url = s["name"].strip(), s["url"].strip()
+        if not re.match(r"^https?://", url, re.I):
+            raise ConfigError(f"{path}: {where}.url must be an http(s) URL, not {url!r}")
+        if name in names:
+            raise ConfigError(f"{path}: {where}.name: duplicate source name {name!r}")
+        if url in urls:
+            raise ConfigError(f"{path}: {where}.url: duplicate source URL {url!r}")
+        names.add(name)
+        urls.add(url)
+        interval = default_interval
+        if "interval" in s:
+            try:
+                interval = parse_interval(s["interval"])
+            except ValueError as e:
+                raise ConfigError(f"{path}: {where}.interval: {e}") from None
+        sources.append(
+            Source(
+                name=name,
+                url=url,
+                category=s["category"].strip(),
+                channel=(s.get("channel") or "").strip() or None,
+                interval=interval,
+            )
+        )
+
+    base = path.parent
+    return Config(
+        path=path,
+        data_dir=(base / get("data_dir")).resolve() if not Path(get("data_dir")).is_absolute() else Path(get("data_dir")),
+        output_dir=(base / get("output_dir")).resolve() if not Path(get("output_dir")).is_absolute() else Path(get("output_dir")),
+        base_url=base_url,
+        site_title=get("site_title"),
+        default_interval=default_interval,
+        concurrency=get("concurrency"),
+        items_per_feed=get("items_per_feed"),
+        timeout=float(get("timeout")),
+        max_body_bytes=int(get("max_body_mib") * 1024 * 1024),
+        allow_private_networks=get("allow_private_networks"),
+        sources=tuple(sources),
+    )
+
+
+# --- edits (tomlkit keeps comments and layout) -----------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def add_source_to_file(path: Path, source: dict[str, str]) -> None:
+    """Append one ``[[sources]]`` table after the file's last line, leaving every existing
+    byte (comments, layout, order) as it was. The result is validated before it replaces
+    the file, so a bad edit never lands."""
+    import tomlkit
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    table = tomlkit.table()
+    for key in SOURCE_KEYS:
+        if source.get(key):
+            table.add(key, source[key])
+    doc = tomlkit.document()
+    aot = tomlkit.aot()
+    aot.append(table)
+    doc.add("sources", aot)
+    sep = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
+    new_text = text + sep + tomlkit.dumps(doc)
+    try:
+        config_from_dict(tomllib.loads(new_text), path)  # refuse to write a config we could not load
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: cannot append a source: {e}") from e
+    _atomic_write_text(path, new_text)
+
+
+def remove_source_from_file(path: Path, name: str) -> None:
+    import tomlkit
+
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    sources = doc.get("sources")
+    if sources is None:
+        raise ConfigError(f"{path}: no source named {name!r}")
+    for i, table in enumerate(sources):
+        if table.get("name", "").strip() == name:
+            del sources[i]
+            break
+    else:
+        raise ConfigError(f"{path}: no source named {name!r}")
+    if len(sources) == 0:
+        del doc["sources"]
+    _atomic_write_text(path, tomlkit.dumps(doc))

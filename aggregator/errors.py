@@ -1,0 +1,100 @@
+"""One exception root for everything the project raises on purpose.
+
+Third-party exceptions (httpx, sqlite3, lxml, feedparser's surprises) are wrapped where
+they occur (``raise FetchError(...) from e``) so callers only ever catch ``AggregatorError``.
+Every error that concerns one source carries that source's name, and its ``str()`` is a
+one-line message fit for ``list-sources`` and the log.
+"""
+
+from __future__ import annotations
+
+
+class AggregatorError(Exception):
+    """Root of all expected errors. Anything else escaping a stage is a bug."""
+
+    #: short machine-readable kind, stored with the source's last error
+    kind = "error"
+
+    def __init__(self, message: str, *, source: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.source = source
+
+    def __str__(self) -> str:
+        if self.source:
+            return f"{self.source}: {self.message}"
+        return self.message
+
+
+class ConfigError(AggregatorError):
+    """config.toml is missing, malformed, or has a bad key. CLI exit status 2."""
+
+    kind = "config"
+
+
+class SourceError(AggregatorError):
+    """A problem with one source; recorded on that source, never fatal to a cycle."""
+
+    kind = "source"
+
+
+class FetchError(SourceError):
+    """Getting the bytes failed (network, HTTP status, limits, policy)."""
+
+    kind = "fetch"
+
+
+class NetworkError(FetchError):
+    kind = "network"
+
+
+class TimeoutError_(FetchError):
+    """Connect/read timeout or the total deadline ran out."""
+
+    kind = "timeout"
+
+
+class HTTPStatusError(FetchError):
+    kind = "http"
+
+    def __init__(self, message: str, *, status: int, source: str | None = None):
+        super().__init__(message, source=source)
+        self.status = status
+
+
+class TooLargeError(FetchError):
+    kind = "too-large"
+
+
+class BlockedAddressError(FetchError):
+    """The URL resolves to a private/loopback/reserved address and that is not allowed."""
+
+    kind = "blocked"
+
+
+class TooManyRedirectsError(FetchError):
+    kind = "redirects"
+
+
+class ParseError(SourceError):
+    """The bytes are not a feed we can read."""
+
+    kind = "parse"
+
+
+class NotAFeedError(ParseError):
+    """The bytes are something else (HTML page, empty body, plain text...)."""
+
+    kind = "not-a-feed"
+
+
+class StoreError(AggregatorError):
+    """The database could not be read or written."""
+
+    kind = "store"
+
+
+class PublishError(AggregatorError):
+    """A feed or post file could not be generated or written."""
+
+    kind = "publish"

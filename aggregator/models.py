@@ -1,0 +1,234 @@
+"""Frozen, stage-named values passed between the pipeline stages.
+
+    Source --fetch--> Fetched | NotModified --parse--> ParsedFeed(ParsedEntry...)
+           --normalize--> ArticleDraft --store--> StoredArticle --publish--> files
+
+Nothing from a third-party library (FeedParserDict, sqlite3.Row, httpx.Response, feedgen
+objects) crosses a module boundary: each stage converts to one of these at its edge.
+All datetimes here are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ``[[sources]]`` table of config.toml, with defaults resolved."""
+
+    name: str
+    url: str
+    category: str
+    channel: str | None
+    interval: int  # seconds between polls
+
+
+# --- fetch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validators:
+    """HTTP cache validators remembered per source for conditional GET (RFC 9110 §13)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Everything the fetcher may do, decided by config, never read from globals."""
+
+    user_agent: str
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    deadline: float = 60.0  # total seconds for one fetch, redirects included
+    max_body_bytes: int = 15 * 1024 * 1024  # counted after decompression
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A 200 response with its whole (decoded, capped) body."""
+
+    url: str  # what was asked for
+    final_url: str  # after redirects
+    status: int
+    headers: tuple[tuple[str, str], ...]  # lower-case names, in arrival order
+    body: bytes
+    validators: Validators
+    permanent_url: str | None = None  # set when every hop to final_url was 301/308
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def content_type(self) -> str:
+        return (self.header("content-type") or "").split(";")[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """A 304: nothing to parse, nothing to write."""
+
+    url: str
+    final_url: str
+    validators: Validators
+
+
+# --- parse ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    """One item as the feed states it. Strings are raw: HTML is untrusted and uncleaned."""
+
+    guid: str | None
+    link: str | None
+    title: str | None  # may hold entities or markup
+    content: str | None  # the fullest HTML body the feed carries
+    summary: str | None  # the short form, if different from content
+    base_url: str | None  # resolve relative URLs in content against this (xml:base / link)
+    published: datetime | None
+    updated: datetime | None
+    author: str | None
+    image: str | None  # media:thumbnail / media:content / image enclosure / JSON image
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str | None
+    link: str | None
+    version: str  # feedparser's version string ("rss20", "atom10", ...) or "json1x"
+    entries: tuple[ParsedEntry, ...]
+    warnings: tuple[str, ...] = ()  # tolerated problems (feedparser's bozo reason, ...)
+    ttl_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """A feed advertised by an HTML page (``<link rel="alternate" type=...>``)."""
+
+    url: str
+    type: str
+    title: str | None = None
+
+
+# --- normalize -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArticleDraft:
+    """An item normalized into the article format, not yet stored.
+
+    ``date`` is None when the item carries no date: the store then uses the time the
+    article was first seen, which it keeps, so the date is stable across runs.
+    """
+
+    source: str
+    category: str
+    channel: str | None
+    guid: str  # upstream identity inside its source: guid, else link, else content hash
+    link: str | None
+    title: str
+    author: str
+    date: datetime | None
+    image: str | None  # the item's own image; None -> placeholder
+    body_html: str  # cleaned, safe HTML (not yet wrapped or escaped for Hexo)
+    summary: str  # plain-text excerpt
+    dedup_keys: tuple[str, ...]  # identity keys, strongest first (see normalize.dedup_keys)
+    content_hash: str  # changes only when something a reader sees changes
+
+
+# --- store ---------------------------------------------------------------------------
+
+
+PLACEHOLDER_IMAGE = "https://picsum.photos/400/300?random={n}"
+
+
+@dataclass(frozen=True)
+class StoredArticle:
+    """An article as the database holds it; what the publisher receives."""
+
+    id: int
+    uid: str  # 32 hex chars, fixed at creation, never changes
+    source: str
+    category: str
+    channel: str | None
+    guid: str
+    link: str | None
+    title: str
+    author: str
+    date: datetime  # item date, else first seen
+    image: str | None
+    body_html: str
+    summary: str
+    content_hash: str
+    first_seen: datetime
+    updated: datetime  # last time its content changed (== first_seen when never edited)
+    post_name: str  # file name under <output_dir>/posts/, fixed at creation
+
+    @property
+    def categories(self) -> list[str]:
+        """The seed's three-level categories: topic, source, channel (if any)."""
+        cats = [self.category, self.source]
+        if self.channel:
+            cats.append(self.channel)
+        return cats
+
+    @property
+    def placeholder_number(self) -> int:
+        """1..10000, derived from the identity so it is the same on every run."""
+        return int(hashlib.sha256(self.uid.encode()).hexdigest()[:8], 16) % 10000 + 1
+
+    @property
+    def thumbnail(self) -> str:
+        return self.image or PLACEHOLDER_IMAGE.format(n=self.placeholder_number)
+
+    @property
+    def feed_id(self) -> str:
+        """The guid/Atom id we publish: a URN derived from ``uid``, so it never changes,
+        even if ``base_url`` does (RFC 4122 name-based UUID)."""
+        import uuid
+
+        return uuid.uuid5(uuid.NAMESPACE_URL, "aggregator:article:" + self.uid).urn
+
+
+# --- pipeline results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """What one poll of one source did. ``error`` is the message when it failed."""
+
+    source: str
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    not_modified: bool = False
+    error: str | None = None
+    error_kind: str | None = None
+    skipped_entries: tuple[str, ...] = ()  # one message per entry that could not be used
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    results: tuple[SourceResult, ...]
+    published: tuple[str, ...] = ()  # output files (re)written
+    posts_written: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return any(r.new or r.updated for r in self.results)

@@ -1,0 +1,274 @@
+"""The network layer under httpx: which addresses we may reach, and for how long.
+
+Owns the SSRF address policy (:func:`is_blocked_address`, a pure function), name
+resolution, and an ``httpcore`` network backend (:class:`GuardedBackend`) that resolves
+the host itself, vets *every* resolved address and then connects to the vetted IP — so
+the check happens at connect time, on every hop and every new connection, and DNS
+rebinding cannot slip a second, private answer in between (HAZARDS.md, "Fetching").
+TLS still uses the URL's host name for SNI and certificate checks: httpcore passes it to
+``start_tls`` on the stream we return.
+
+The same backend enforces the total fetch deadline: every connect, read, write and TLS
+handshake gets at most the time left before the deadline set with :func:`deadline_at`,
+because httpx's timeouts are per operation and a server trickling one byte every 0.25 s
+never trips them.
+
+Must not: know about URLs, redirects, HTTP or our error classes (``fetch`` maps
+:class:`AddressBlocked` and httpcore's exceptions to ``aggregator.errors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+import httpcore
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: ``(host, port) -> addresses`` as strings, in the order to try them.
+Resolver = Callable[[str, int], Sequence[str]]
+#: ``ip -> reason it is refused`` or None; :func:`is_blocked_address` is the default.
+AddressPolicy = Callable[[IPAddress], "str | None"]
+
+
+# --- address policy ------------------------------------------------------------------
+# Explicit ranges from the IANA special-purpose registries (RFC 6890 and successors).
+# `ipaddress.is_private` misses 100.64.0.0/10 and `is_global` is True for several of the
+# IPv6 forms below, so we do not rely on them (HAZARDS.md); they are only a last net.
+
+_V4_DENY = (
+    ("0.0.0.0/8", "'this network' (RFC 791)"),
+    ("10.0.0.0/8", "private network (RFC 1918)"),
+    ("100.64.0.0/10", "shared/CGNAT space (RFC 6598)"),  # 100.100.100.200: Alibaba metadata
+    ("127.0.0.0/8", "loopback (RFC 1122)"),
+    ("169.254.0.0/16", "link-local (RFC 3927)"),  # 169.254.169.254: cloud metadata
+    ("172.16.0.0/12", "private network (RFC 1918)"),
+    ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)"),
+    ("192.0.2.0/24", "documentation TEST-NET-1 (RFC 5737)"),
+    ("192.88.99.0/24", "6to4 relay anycast (RFC 7526)"),
+    ("192.168.0.0/16", "private network (RFC 1918)"),
+    ("198.18.0.0/15", "benchmarking (RFC 2544)"),
+    ("198.51.100.0/24", "documentation TEST-NET-2 (RFC 5737)"),
+    ("203.0.113.0/24", "documentation TEST-NET-3 (RFC 5737)"),
+    ("224.0.0.0/4", "multicast (RFC 5771)"),
+    ("240.0.0.0/4", "reserved (RFC 1112)"),
+    ("255.255.255.255/32", "limited broadcast (RFC 919)"),
+)
+
+_V6_DENY = (
+    ("::/128", "unspecified address (RFC 4291)"),
+    ("::1/128", "loopback (RFC 4291)"),
+    ("::/96", "IPv4-compatible, deprecated (RFC 4291)"),
+    ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
+    ("100::/64", "discard-only (RFC 6666)"),
+    ("2001:2::/48", "benchmarking (RFC 5180)"),
+    ("2001:10::/28", "ORCHID (RFC 4843)"),
+    ("2001:20::/28", "ORCHIDv2 (RFC 7343)"),
+    ("2001:db8::/32", "documentation (RFC 3849)"),
+    ("3fff::/20", "documentation (RFC 9637)"),
+    ("5f00::/16", "SRv6 SIDs (RFC 9602)"),
+    ("fc00::/7", "unique local (RFC 4193)"),
+    ("fe80::/10", "link-local (RFC 4291)"),
+    ("fec0::/10", "site-local, deprecated (RFC 3879)"),
+    ("ff00::/8", "multicast (RFC 4291)"),
+)
+
+
+def _table(rows: Iterable[tuple[str, str]]) -> tuple[tuple[Any, str], ...]:
+    # most specific first, so 255.255.255.255 says "broadcast", not "reserved"
+    nets = [(ipaddress.ip_network(net), reason) for net, reason in rows]
+    return tuple(sorted(nets, key=lambda row: -row[0].prefixlen))
+
+
+_V4_TABLE = _table(_V4_DENY)
+_V6_TABLE = _table(_V6_DENY)
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
+def is_blocked_address(ip: IPAddress | str) -> str | None:
+    """Why a fetch must not connect to ``ip``, or None when it is a public address.
+
+    IPv6 forms that carry an IPv4 address (mapped ``::ffff:a.b.c.d``, NAT64
+    ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo ``2001::/32``) are judged by the IPv4
+    address they lead to.
+    """
+    if isinstance(ip, str):
+        ip = ipaddress.ip_address(ip)
+    if isinstance(ip, ipaddress.IPv4Address):
+        for net, reason in _V4_TABLE:
+            if ip in net:
+                return reason
+        return None if ip.is_global else "not globally reachable"
+
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        form, inner = embedded
+        for v4 in inner:
+            reason = is_blocked_address(v4)
+            if reason:
+                return f"{reason}, embedded as {v4} in {form}"
+        return None
+    for net, reason in _V6_TABLE:
+        if ip in net:
+            return reason
+    if ip not in _GLOBAL_UNICAST:
+        return "reserved (outside global unicast 2000::/3)"
+    return None if ip.is_global else "not globally reachable"
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, tuple[ipaddress.IPv4Address, ...]] | None:
+    """The IPv4 addresses an IPv6 address leads to, with the name of the form."""
+    if ip in _V4_MAPPED:
+        return "IPv4-mapped ::ffff:0:0/96", (ip.ipv4_mapped,)  # type: ignore[return-value]
+    if ip in _NAT64:
+        return "NAT64 64:ff9b::/96 (RFC 6052)", (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    if ip.sixtofour is not None:
+        return "6to4 2002::/16 (RFC 3056)", (ip.sixtofour,)
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return "Teredo 2001::/32 (RFC 4380)", (client, server)
+    return None
+
+
+# --- total deadline ------------------------------------------------------------------
+# A context variable, not an attribute: one backend serves every thread of the pool,
+# and httpcore does a request's socket I/O in the thread that sent it.
+
+_DEADLINE: ContextVar[float | None] = ContextVar("aggregator_fetch_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline_at(when: float) -> Iterator[None]:
+    """Bound all network I/O of this thread inside the block by ``time.monotonic() <= when``."""
+    token = _DEADLINE.set(when)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _clip(timeout: float | None, exc: type[Exception]) -> float | None:
+    """``timeout`` shortened to the time left before the deadline; raise ``exc`` if none."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise exc("total fetch deadline exceeded")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A stream whose every operation ends by the deadline (headers and body alike)."""
+
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clip(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clip(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(
+            ssl_context, server_hostname, _clip(timeout, httpcore.ConnectTimeout)
+        )
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+# --- resolving and connecting --------------------------------------------------------
+
+
+class AddressBlocked(Exception):
+    """``host`` resolved to ``address``, which the policy refuses for ``reason``."""
+
+    def __init__(self, host: str, address: str, reason: str):
+        super().__init__(f"{host} resolves to {address}: {reason}")
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``getaddrinfo`` gives for a TCP connection, first-seen order."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """Resolve, vet every address with ``policy`` (None = allow all), connect to an IP.
+
+    A name with *any* refused address is refused as a whole: a public name has no reason
+    to also point into private space, and rebinding attacks rely on mixed answers.
+    """
+
+    def __init__(self, policy: AddressPolicy | None, resolver: Resolver = system_resolver):
+        self._policy = policy
+        self._resolver = resolver
+        self._sockets = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        _clip(timeout, httpcore.ConnectTimeout)  # fail fast when already out of time
+        try:
+            # getaddrinfo cannot be interrupted: a hanging DNS server can outlast the
+            # deadline by the resolver's own timeout (resolv.conf), not more.
+            addresses = [ipaddress.ip_address(a) for a in self._resolver(host, port)]
+        except (OSError, UnicodeError) as e:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {e}") from e
+        if not addresses:
+            raise httpcore.ConnectError(f"cannot resolve {host}: no address")
+        if self._policy is not None:
+            for ip in addresses:
+                reason = self._policy(ip)
+                if reason:
+                    raise AddressBlocked(host, str(ip), reason)
+
+        failure: Exception | None = None
+        for ip in addresses:
+            try:
+                # a numeric host: create_connection does no second DNS lookup
+                stream = self._sockets.connect_tcp(
+                    str(ip),
+                    port,
+                    timeout=_clip(timeout, httpcore.ConnectTimeout),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as e:
+                failure = e  # refused/unreachable: try the next address
+                continue
+            return _DeadlineStream(stream)
+        assert failure is not None
+        raise failure
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by the fetcher")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)

@@ -1,0 +1,294 @@
+"""Stage order and per-source error capture. One poll cycle, as pseudocode:
+
+    for each source, concurrently (threads, ``concurrency`` at a time):
+        state   = store.source_state(source)
+        fetched = fetch(source.url, state.validators)       # NotModified -> done, nothing written
+        if sha256(fetched.body) == state.body_hash: done    # same bytes as last time
+        drafts  = worker: normalize(parse(fetched.body))    # process pool; errors come back as values
+        result  = store.apply(drafts)                       # dedup: new / update / unchanged / duplicate
+        write a post file for every new or updated article
+        any error on the way -> store.record_failure(source, message); the others go on
+    if anything changed (or nothing was ever published): publish every category
+
+Owns: the order of stages, concurrency, and turning any expected error into that source's
+recorded failure. Must not: make decisions (``decide``), write SQL (``store``), or build
+output (``publish``). The clock is read in one place (``utcnow``) and passed down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import Config
+from .errors import AggregatorError, ConfigError, ParseError
+from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
+from .store import Store
+from .work import Processed, make_pool, process_feed
+
+log = logging.getLogger("aggregator")
+
+PARSE_TIMEOUT = 120.0  # seconds one body may spend in a worker before its source fails
+
+
+def utcnow() -> datetime:
+    """The one place the pipeline reads the clock (to the second: stored times and the
+    published files stay byte-stable)."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def article_uid(draft: ArticleDraft) -> str:
+    """A new article's permanent id: its source and upstream identity."""
+    return hashlib.sha256(f"{draft.source}\x00{draft.guid}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a fetch thread hands back to the cycle: a body to process, or a final result."""
+
+    source: Source
+    fetched: Fetched | None = None
+    not_modified: NotModified | None = None
+    same_body: bool = False
+    error: AggregatorError | None = None
+
+
+class Pipeline:
+    """Long-lived runner: one fetcher and one worker pool, shared by every cycle."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utcnow):
+        self.config = config
+        self.clock = clock
+        self._fetcher = None
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self.publish_lock = threading.Lock()  # feedgen changes the process locale: one at a time
+
+    # -- resources, created on first need (a warm 304 cycle never imports the parsers) --
+
+    @property
+    def fetcher(self):
+        if self._fetcher is None:
+            from .fetch import Fetcher
+
+            self._fetcher = Fetcher(self.config.fetch_limits())
+        return self._fetcher
+
+    def _submit(self, body: bytes, headers, url: str, source: Source) -> Future:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = make_pool()
+            return self._pool.submit(process_feed, body, headers, url, source)
+
+    def _reset_pool(self) -> None:
+        """A worker stuck past PARSE_TIMEOUT cannot be cancelled alone: end the pool."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- one cycle ------------------------------------------------------------------
+
+    def select(self, names: Sequence[str] | None) -> list[Source]:
+        if not names:
+            return list(self.config.sources)
+        unknown = [n for n in names if self.config.source(n) is None]
+        if unknown:
+            raise ConfigError(f"{self.config.path}: no source named {', '.join(map(repr, unknown))}")
+        return [self.config.source(n) for n in names]
+
+    def poll(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        on_result: Callable[[SourceResult], None] | None = None,
+        publish: bool = True,
+    ) -> CycleResult:
+        sources = self.select(names)
+        results: list[SourceResult] = []
+        posts: list[str] = []
+        with Store(self.config.db_path) as store:
+            states = {s.name: store.source_state(s.name) for s in sources}
+
+            def fetch_one(source: Source) -> _Outcome:
+                state = states[source.name]
+                try:
+                    got = self.fetcher.fetch(source.url, state.validators, source=source.name)
+                except AggregatorError as e:
+                    return _Outcome(source, error=e)
+                if isinstance(got, NotModified):
+                    return _Outcome(source, not_modified=got)
+                same = state.body_hash is not None and _body_hash(got.body) == state.body_hash
+                return _Outcome(source, fetched=got, same_body=same)
+
+            pending: list[tuple[Source, Fetched, Future]] = []
+            with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
+                futures = [threads.submit(fetch_one, s) for s in sources]
+                for done in as_completed(futures):
+                    outcome = done.result()
+                    now = self.clock()
+                    before = len(results)
+                    src = outcome.source
+                    if outcome.error is not None:
+                        results.append(self._failed(store, src, outcome.error.kind, outcome.error.message, now))
+                    elif outcome.not_modified is not None:
+                        store.record_success(src.name, src.url, now=now, validators=outcome.not_modified.validators, body_hash=None)
+                        results.append(SourceResult(source=src.name, not_modified=True))
+                    elif outcome.same_body:
+                        f = outcome.fetched
+                        store.record_success(src.name, src.url, now=now, validators=f.validators, body_hash=None)
+                        results.append(SourceResult(source=src.name, not_modified=True))
+                    else:
+                        f = outcome.fetched
+                        pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
+                    if on_result and len(results) > before:
+                        on_result(results[-1])
+
+            for src, fetched, future in pending:
+                now = self.clock()
+                try:
+                    processed: Processed = future.result(timeout=PARSE_TIMEOUT)
+                except FutureTimeout:
+                    self._reset_pool()
+                    processed = Processed(source=src.name, error=f"parsing took longer than {PARSE_TIMEOUT:.0f} s", error_kind=ParseError.kind)
+                except Exception as e:  # a worker died (e.g. killed by the memory limit)
+                    self._reset_pool()
+                    processed = Processed(source=src.name, error=f"parser worker failed: {type(e).__name__}: {e}", error_kind=ParseError.kind)
+                if processed.error:
+                    result = self._failed(store, src, processed.error_kind or "parse", processed.error, now)
+                else:
+                    result, written = self._store(store, src, fetched, processed, now)
+                    posts += written
+                results.append(result)
+                if on_result:
+                    on_result(result)
+
+            order = {s.name: i for i, s in enumerate(sources)}
+            results.sort(key=lambda r: order[r.source])
+            cycle = CycleResult(results=tuple(results), posts_written=tuple(posts))
+            if publish and (cycle.changed or not (self.config.output_dir / "index.opml").exists()):
+                cycle = CycleResult(results=cycle.results, posts_written=cycle.posts_written, published=tuple(self._publish(store)))
+        return cycle
+
+    def _failed(self, store: Store, src: Source, kind: str, message: str, now: datetime) -> SourceResult:
+        log.warning("source %s failed (%s): %s", src.name, kind, message)
+        store.record_failure(src.name, src.url, now=now, kind=kind, message=message)
+        return SourceResult(source=src.name, error=message, error_kind=kind)
+
+    def _store(self, store: Store, src: Source, fetched: Fetched, processed: Processed, now: datetime):
+        from .publish.posts import post_name, write_post
+
+        for problem in processed.problems:
+            log.info("%s", problem)
+        applied = store.apply(processed.drafts, now=now, name_post=post_name, uid_of=article_uid)
+        written = []
+        for article in applied.new + applied.updated:
+            if write_post(article, self.config.posts_dir):
+                written.append(article.post_name)
+        # Recorded last: if anything above failed, the next poll sees a new body again.
+        store.record_success(
+            src.name, src.url, now=now, validators=fetched.validators,
+            body_hash=_body_hash(fetched.body), title=processed.title,
+        )
+        return SourceResult(
+            source=src.name, new=len(applied.new), updated=len(applied.updated),
+            unchanged=applied.unchanged, duplicates=applied.duplicates,
+            skipped_entries=tuple(p for p in processed.problems if "skipped" in p),
+        ), written
+
+    # -- publish ----------------------------------------------------------------------
+
+    def publish(self, *, rewrite_posts: bool = False) -> list[str]:
+        with Store(self.config.db_path) as store:
+            written = []
+            if rewrite_posts:
+                from .publish.posts import write_post
+
+                written += [a.post_name for a in store.all_articles() if write_post(a, self.config.posts_dir)]
+            return written + self._publish(store)
+
+    def _publish(self, store: Store) -> list[str]:
+        from .publish.feeds import publish
+
+        groups = store.newest_by_category(self.config.items_per_feed)
+        for source in self.config.sources:  # a configured category gets a feed before its first article
+            groups.setdefault(source.category, [])
+        with self.publish_lock:
+            result = publish(
+                self.config.output_dir, groups, base_url=self.config.base_url,
+                site_title=self.config.site_title, limit=self.config.items_per_feed,
+            )
+        return [str(Path(p)) for p in result.written]
+
+
+def _body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+# -- add-source's check ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedCheck:
+    """What ``add-source`` learned from its one GET (two when a page points at a feed)."""
+
+    url: str  # the feed's URL (the advertised one when the given URL was a page)
+    title: str | None
+    entries: int
+    discovered_from: str | None = None  # the page URL, when the feed was found through it
+
+
+def check_feed(config: Config, url: str, *, source: str | None = None) -> FeedCheck:
+    """Fetch ``url`` once; if it is an HTML page that advertises a feed, fetch that instead.
+    Raises ``SourceError`` (NotAFeedError, FetchError, ParseError) with a clear message."""
+    from .errors import NotAFeedError
+    from .fetch import Fetcher
+    from .parse import find_feed_links, looks_like_html, parse_feed
+
+    with Fetcher(config.fetch_limits()) as fetcher:
+        got = fetcher.fetch(url, source=source)
+        assert isinstance(got, Fetched)  # no validators sent: never a 304
+        discovered_from = None
+        if looks_like_html(got.body, got.content_type):
+            links = find_feed_links(got.body, got.headers, got.final_url)
+            if not links:
+                raise NotAFeedError(f"{url} is an HTML page that advertises no feed (no <link rel=\"alternate\"> of a feed type)", source=source)
+            discovered_from, url = url, links[0].url
+            got = fetcher.fetch(url, source=source)
+            assert isinstance(got, Fetched)
+        feed = parse_feed(got.body, got.headers, got.final_url, source=source)
+    return FeedCheck(url=url, title=feed.title, entries=len(feed.entries), discovered_from=discovered_from)
+
+
+def purge_source(config: Config, name: str) -> int:
+    """Delete a source's articles, their post files and state; republish. Returns how many."""
+    with Store(config.db_path) as store:
+        gone = store.forget_source(name)
+    for article in gone:
+        (config.posts_dir / article.post_name).unlink(missing_ok=True)
+    with Pipeline(config) as pipeline:
+        pipeline.publish()
+    return len(gone)

@@ -1,0 +1,88 @@
+"""Atomic, change-aware file writes for everything the publisher emits.
+
+Owns: turning bytes into a file so that a reader (a web server, Hexo, a feed reader's
+crawler) sees either the old file or the new one, never a half-written one, and leaving a
+file alone when its bytes would not change (its mtime then keeps saying "unchanged", which
+keeps HTTP caches and Hexo's incremental build quiet).
+
+Must not: know anything about feeds or posts. feedgen's ``rss_file()`` / ``atom_file()`` and
+``frontmatter.dump(post, path)`` write in place (HAZARDS.md, "Publishing"), so every
+output goes through here instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from aggregator.errors import PublishError
+
+#: rw-r--r--: published files are read by a web server running as another user.
+FILE_MODE = 0o644
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable (POSIX: a rename is a change to the directory).
+    # Some file systems refuse O_RDONLY fsync on a directory; durability of the rename
+    # is then best effort, the atomicity is not affected.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> bool:
+    """Write ``data`` to ``path`` atomically; return False (and touch nothing) when the
+    file already holds exactly these bytes, True when it was (re)written.
+
+    Creates missing parent folders. The temporary file lives in the target's folder so
+    that ``os.replace`` is a rename on one file system, never a copy.
+    ``durable=False`` skips the two fsyncs: the rename is still atomic for readers, only a
+    power cut may lose the newest version. Posts use it — they are rebuilt from the
+    database by ``aggregator publish``, and two fsyncs per post (~9 ms) would dominate a
+    first import of thousands of articles.
+    Raises :class:`PublishError` when the file cannot be written.
+    """
+    path = Path(path)
+    if _same_bytes(path, data):
+        return False
+    folder = path.parent
+    tmp_name: str | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        # mkstemp creates 0600; a published file must be readable by the web server.
+        os.chmod(tmp_name, FILE_MODE)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise PublishError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+    if durable:
+        _fsync_dir(folder)
+    return True

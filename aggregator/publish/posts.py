@@ -1,0 +1,245 @@
+"""Hexo-style article files: YAML front matter + one HTML block, in the seed's format.
+
+Owns: the text of ``<output_dir>/posts/<post_name>`` for one :class:`StoredArticle`
+(``render_post``), writing it atomically (``write_post``), and the rule that names the file
+(``post_name``, called once by the store when an article is created).
+
+Must not: query the database, clean HTML (the body arrives cleaned by ``aggregator.clean``),
+or read the clock. Same article in, same bytes out.
+
+The reference is ``shared/fixtures/seed-article.md``::
+
+    ---
+    title: '外交部：…'
+    categories:
+    - '金融'
+    - '财联社'
+    - '深度'
+    headimg: 'https://picsum.photos/400/300?random=4854'
+    author: '财联社'
+    comments: false
+    date: 'Wed, 10 Nov 2021 11:50:52 GMT'
+    thumbnail: 'https://picsum.photos/400/300?random=4854'
+    link: 'https://…'          (only when the item has one)
+    ---
+
+    <div>
+    …cleaned HTML, made Hexo-safe…
+    </div>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import frontmatter
+import yaml
+
+from aggregator.errors import PublishError
+from aggregator.models import StoredArticle
+from aggregator.publish.atomic import write_atomic
+
+# --- text every output shares -------------------------------------------------------
+
+# XML 1.0 §2.2 Char, complemented: C0 controls but TAB/LF/CR, lone surrogates, U+FFFE/FFFF.
+# One of them in a feedgen field kills the whole feed (HAZARDS.md); in a post a lone
+# surrogate cannot even be encoded as UTF-8. The same set is stripped from every output.
+_ILLEGAL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def strip_illegal_chars(text: str) -> str:
+    """Remove the characters XML 1.0 forbids (and that cannot be UTF-8 encoded)."""
+    if _SURROGATE.search(text):
+        # A *pair* of surrogate code points (JSON "\ud83d\ude00", 'surrogatepass'
+        # decoding) is one real character: join it first, so only lone halves are lost.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _ILLEGAL_CHARS.sub("", text)
+
+
+def rfc822(moment: datetime) -> str:
+    """``Wed, 10 Nov 2021 11:50:52 GMT``: English names whatever the locale (RFC 5322
+    §3.3 via ``email.utils``, which never consults ``locale``); naive means UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+# --- front matter ---------------------------------------------------------------------
+
+
+class _Quoted(str):
+    """A string value that must be written quoted (never plain) in the front matter."""
+
+
+# Single quotes are used (as in the seed) when the value has only printable characters
+# and no line break (PyYAML folds a multi-line single-quoted scalar over several lines);
+# anything else is double-quoted, where every such character is an escape that both
+# PyYAML and js-yaml read back (\n, \t, \L for U+2028, \x85, \uFEFF…).
+_SINGLE_QUOTABLE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*")
+
+
+def _represent_quoted(dumper: yaml.SafeDumper, value: _Quoted) -> yaml.ScalarNode:
+    # Hexo reads front matter with js-yaml (YAML 1.2 core schema): plain 1e3, 0o17, -.5,
+    # null, yes, 2021-11-10… would come back as numbers, null, booleans or dates
+    # (HAZARDS.md, "Articles and Hexo"). A quoted scalar is a string in every schema.
+    style = "'" if _SINGLE_QUOTABLE.fullmatch(value) else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style=style)
+
+
+class _FrontMatterDumper(yaml.SafeDumper):
+    """The pure-Python SafeDumper (not libyaml's CSafeDumper, which python-frontmatter
+    prefers when present) so the output is the same on every machine."""
+
+
+_FrontMatterDumper.add_representer(_Quoted, _represent_quoted)
+
+_YAML_OPTIONS = {
+    "Dumper": _FrontMatterDumper,
+    "sort_keys": False,  # the seed's key order; PyYAML sorts by default
+    "allow_unicode": True,  # 中文 stays UTF-8, not \u escapes
+    "default_flow_style": False,
+    "width": 1 << 30,  # never fold a long title over several lines
+}
+
+
+def _q(text: str) -> _Quoted:
+    return _Quoted(strip_illegal_chars(text))
+
+
+def front_matter(article: StoredArticle) -> dict[str, object]:
+    """The front-matter mapping, keys in the seed's order, then ``link``."""
+    thumbnail = _q(article.thumbnail)
+    meta: dict[str, object] = {
+        "title": _q(article.title),
+        "categories": [_q(c) for c in article.categories],
+        "headimg": thumbnail,
+        "author": _q(article.source),  # the seed's author is the source (财联社)
+        "comments": False,
+        "date": _q(rfc822(article.date)),
+        "thumbnail": thumbnail,
+    }
+    if article.link:
+        meta["link"] = _q(article.link)
+    return meta
+
+
+# --- body -----------------------------------------------------------------------------
+
+# Elements whose text keeps its newlines: there blank lines are content, not layout.
+# (Raw-text elements such as <xmp>, <script>, <style> never survive aggregator.clean.)
+_WHITESPACE_TAG = re.compile(r"<(/?)(pre|textarea|listing)(?=[\s/>])[^>]*>", re.IGNORECASE)
+_ASCII_BLANK_RUN = re.compile(r"\n(?:[ \t]*\n)+")
+# A line marked.js or CommonMark could call blank: Python's \s plus U+FEFF (JS's \s).
+_BLANK_LINE = re.compile(r"[\s\ufeff]*")
+# Hexo's backtick_code_block filter rewrites ``` / ~~~ fences before any renderer runs.
+_FENCE = re.compile(r"([`~])(?=\1\1)")
+
+
+def _collapse_blank_lines(html: str) -> str:
+    """Drop whitespace-only lines outside <pre>/<textarea>: there a newline is just
+    collapsible whitespace, so nothing visible changes."""
+    out: list[str] = []
+    depth = 0
+    pos = 0
+    for tag in _WHITESPACE_TAG.finditer(html):
+        chunk = html[pos : tag.start()]
+        out.append(_ASCII_BLANK_RUN.sub("\n", chunk) if depth == 0 else chunk)
+        out.append(tag.group(0))
+        depth = max(0, depth + (-1 if tag.group(1) else 1))
+        pos = tag.end()
+    chunk = html[pos:]
+    out.append(_ASCII_BLANK_RUN.sub("\n", chunk) if depth == 0 else chunk)
+    return "".join(out)
+
+
+def _join_blank_lines(html: str) -> str:
+    """Turn every newline that starts a blank-looking line into ``&#10;``.
+
+    A character reference is the same character to the HTML parser (in <pre>, in text,
+    in attribute values), so the page is unchanged, but no line is blank any more. This
+    pass is the guarantee; ``_collapse_blank_lines`` only keeps the common case tidy.
+    """
+    lines = html.split("\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        out.append("&#10;" if _BLANK_LINE.fullmatch(line) else "\n")
+        out.append(line)
+    return "".join(out)
+
+
+def hexo_body(html: str) -> str:
+    """Wrap cleaned HTML as the seed does and make it inert to Hexo's pre-processors.
+
+    - ``{`` / ``}`` become ``&#123;`` / ``&#125;`` everywhere: Nunjucks would evaluate
+      ``{{ 7*7 }}`` and a stray ``{% if %}`` breaks the whole site build. HTML decodes
+      the references in text and in attribute values alike.
+    - no blank line: hexo-renderer-marked ends an HTML block at one, and what follows is
+      Markdown (``[x](javascript:…)`` would become a live link).
+    - no run of three backticks or tildes: Hexo turns fences into code blocks first.
+    """
+    text = strip_illegal_chars(html).replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("{", "&#123;").replace("}", "&#125;")
+    text = _FENCE.sub(lambda m: f"&#{ord(m.group(1))};", text)
+    text = "<div>\n" + text.strip("\n") + "\n</div>"
+    return _join_blank_lines(_collapse_blank_lines(text))
+
+
+def render_post(article: StoredArticle) -> str:
+    """The whole article file: front matter, a blank line, the body, a final newline."""
+    post = frontmatter.Post(hexo_body(article.body_html), **front_matter(article))
+    # dumps() strips the result; a text file ends with a newline.
+    return frontmatter.dumps(post, **_YAML_OPTIONS) + "\n"
+
+
+# --- file names -----------------------------------------------------------------------
+
+SLUG_MAX = 60
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_HEX_UID = re.compile(r"[0-9a-f]{10,}")
+#: what ``post_name`` produces and ``write_post`` accepts: a bare, ASCII, non-hidden name
+POST_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.md")
+
+
+def _ascii_slug(title: str) -> str:
+    # NFKD splits "é" into "e" + accent, so Latin titles keep their letters; CJK and
+    # emoji have no ASCII decomposition and vanish (the uid part keeps the name unique).
+    ascii_ = unicodedata.normalize("NFKD", strip_illegal_chars(title))
+    ascii_ = ascii_.encode("ascii", "ignore").decode("ascii").lower()
+    return _NOT_SLUG.sub("-", ascii_).strip("-")[:SLUG_MAX].rstrip("-")
+
+
+def _uid_tag(uid: str) -> str:
+    lowered = uid.lower()
+    if _HEX_UID.fullmatch(lowered):
+        return lowered[:10]
+    # Not the store's 32-hex uid: hash it so the tag is still hex and still identity-bound.
+    return hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
+def post_name(title: str, date: datetime, uid: str) -> str:
+    """``YYYY-MM-DD-<ascii slug, ≤60>-<uid[:10]>.md`` (slug part omitted when empty).
+
+    ASCII only, at most 85 bytes, never hidden, never a path: ``..``, ``.``, empty, CJK or
+    emoji-only titles give ``YYYY-MM-DD-<uid[:10]>.md``. Two titles that slugify alike
+    differ by the uid part. The date is the article's date in UTC.
+    """
+    if date.tzinfo is not None:
+        date = date.astimezone(timezone.utc)
+    day = f"{date.year:04d}-{date.month:02d}-{date.day:02d}"
+    parts = [day, _ascii_slug(title), _uid_tag(uid)]
+    return "-".join(p for p in parts if p) + ".md"
+
+
+def write_post(article: StoredArticle, posts_dir: Path) -> bool:
+    """Write ``posts_dir / article.post_name`` atomically; False when unchanged."""
+    name = article.post_name
+    if not POST_NAME_RE.fullmatch(name) or len(name) > 255:
+        # post_name() never makes such a name; refuse rather than write outside posts_dir.
+        raise PublishError(f"unsafe post file name {name!r} for article {article.id}")
+    return write_atomic(Path(posts_dir) / name, render_post(article).encode("utf-8"), durable=False)

@@ -1,0 +1,383 @@
+"""SQLite storage: the only module that imports sqlite-utils or writes SQL.
+
+Owns: the schema and its migrations (``PRAGMA user_version``), each source's fetch state
+(validators, body hash, health), articles and their dedup keys, and turning drafts into
+stored articles in one short ``BEGIN IMMEDIATE`` transaction per source (WAL mode: a
+deferred read-then-write transaction fails at once with "database is locked" when another
+connection committed in between — HAZARDS.md).
+Must not: fetch, parse, clean, or format output. It returns ``models`` values, never rows.
+
+Dedup: every article owns a set of keys (``article_keys``); a draft is looked up by its
+keys and ``decide.decide`` says new / update / unchanged / duplicate. Keys seen on a
+duplicate or an edit are added as aliases, so the next poll finds the article directly.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from .decide import Match, Verdict, decide, pick_match
+from .errors import StoreError
+from .models import ArticleDraft, StoredArticle, Validators
+
+SCHEMA_VERSION = 1
+
+_ARTICLE_COLUMNS = (
+    "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
+    " summary, content_hash, first_seen, updated, post_name"
+)
+
+
+def to_iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the fetcher and the decider need to know about a source's last polls."""
+
+    name: str
+    url: str | None = None
+    validators: Validators = Validators()
+    body_hash: str | None = None
+    state: str = "new"  # new | ok | failing
+    error_count: int = 0
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    title: str | None = None
+    articles: int = 0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    new: tuple[StoredArticle, ...]
+    updated: tuple[StoredArticle, ...]
+    unchanged: int
+    duplicates: int
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (short write
+            # transactions); check_same_thread=False because the daemon hands one store
+            # to whichever worker thread runs a job, never to two at once.
+            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()  # sqlite-utils leaves journal_mode=delete otherwise
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open database: {e}") from e
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: database schema {version} is newer than this aggregator ({SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION:
+            return
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 1:
+                self.db["sources"].create(
+                    {
+                        "name": str, "url": str, "etag": str, "last_modified": str, "body_hash": str,
+                        "state": str, "error_count": int, "last_error": str, "last_error_kind": str,
+                        "last_attempt": str, "last_success": str, "title": str,
+                    },
+                    pk="name",
+                    not_null={"state", "error_count"},
+                    defaults={"state": "new", "error_count": 0},
+                )
+                self.db["articles"].create(
+                    {
+                        "id": int, "uid": str, "source": str, "category": str, "channel": str,
+                        "guid": str, "link": str, "title": str, "author": str, "date": str,
+                        "image": str, "body_html": str, "summary": str, "content_hash": str,
+                        "first_seen": str, "updated": str, "post_name": str,
+                    },
+                    pk="id",
+                    not_null={"uid", "source", "category", "guid", "title", "date", "body_html", "content_hash", "first_seen", "updated", "post_name"},
+                )
+                self.db["articles"].create_index(["uid"], unique=True)
+                self.db["articles"].create_index(["post_name"], unique=True)
+                self.db["articles"].create_index(["category", "date"])
+                self.db["articles"].create_index(["source"])
+                self.db["article_keys"].create(
+                    {"key": str, "article_id": int}, pk="key", foreign_keys=[("article_id", "articles", "id")]
+                )
+                self.db["article_keys"].create_index(["article_id"])
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _write(self):
+        return _Immediate(self.db.conn, self.path)
+
+    # -- sources ----------------------------------------------------------------------
+
+    def source_state(self, name: str) -> SourceState:
+        row = self.db.execute(
+            "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
+            " last_error_kind, last_attempt, last_success, title,"
+            " (SELECT count(*) FROM articles a WHERE a.source = s.name)"
+            " FROM sources s WHERE name = ?",
+            [name],
+        ).fetchone()
+        if row is None:
+            count = self.db.execute("SELECT count(*) FROM articles WHERE source = ?", [name]).fetchone()[0]
+            return SourceState(name=name, articles=count)
+        return _source_state(row)
+
+    def source_states(self) -> dict[str, SourceState]:
+        rows = self.db.execute(
+            "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
+            " last_error_kind, last_attempt, last_success, title,"
+            " (SELECT count(*) FROM articles a WHERE a.source = s.name) FROM sources s"
+        ).fetchall()
+        states = {r[0]: _source_state(r) for r in rows}
+        for name, count in self.db.execute("SELECT source, count(*) FROM articles GROUP BY source"):
+            if name not in states:
+                states[name] = SourceState(name=name, articles=count)
+        return states
+
+    def record_success(
+        self, name: str, url: str, *, now: datetime, validators: Validators,
+        body_hash: str | None, title: str | None = None,
+    ) -> None:
+        """A fetch that worked (200 or 304): validators kept, health reset."""
+        with self._write():
+            self.db.execute(
+                "INSERT INTO sources (name, url, etag, last_modified, body_hash, state, error_count,"
+                " last_error, last_error_kind, last_attempt, last_success, title)"
+                " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, etag = excluded.etag,"
+                " last_modified = excluded.last_modified,"
+                " body_hash = coalesce(excluded.body_hash, sources.body_hash), state = 'ok', error_count = 0,"
+                " last_error = NULL, last_error_kind = NULL, last_attempt = excluded.last_attempt,"
+                " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title)",
+                [name, url, validators.etag, validators.last_modified, body_hash, to_iso(now), to_iso(now), title],
+            )
+
+    def record_failure(self, name: str, url: str, *, now: datetime, kind: str, message: str) -> None:
+        """A failed poll: counted and kept with its message; nothing stored is touched."""
+        with self._write():
+            self.db.execute(
+                "INSERT INTO sources (name, url, state, error_count, last_error, last_error_kind, last_attempt)"
+                " VALUES (?, ?, 'failing', 1, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, state = 'failing',"
+                " error_count = sources.error_count + 1, last_error = excluded.last_error,"
+                " last_error_kind = excluded.last_error_kind, last_attempt = excluded.last_attempt",
+                [name, url, message, kind, to_iso(now)],
+            )
+
+    def forget_source(self, name: str) -> list[StoredArticle]:
+        """Delete a source's state and articles; returns the deleted articles (their post
+        files are the caller's to remove)."""
+        articles = self._select("WHERE source = ? ORDER BY id", [name])
+        with self._write():
+            self.db.execute(
+                "DELETE FROM article_keys WHERE article_id IN (SELECT id FROM articles WHERE source = ?)", [name]
+            )
+            self.db.execute("DELETE FROM articles WHERE source = ?", [name])
+            self.db.execute("DELETE FROM sources WHERE name = ?", [name])
+        return articles
+
+    # -- articles ---------------------------------------------------------------------
+
+    def apply(
+        self,
+        drafts: Sequence[ArticleDraft],
+        *,
+        now: datetime,
+        name_post: Callable[[str, datetime, str], str],
+        uid_of: Callable[[ArticleDraft], str],
+    ) -> ApplyResult:
+        """Store a feed's drafts in one transaction; decide each against what is known.
+
+        ``name_post(title, date, uid)`` names a new article's post file (fixed at creation,
+        so an edited title never orphans the old file); ``uid_of`` gives a new article's
+        permanent id.
+        """
+        now_s = to_iso(now)
+        new: list[int] = []
+        updated: list[int] = []
+        unchanged = duplicates = 0
+        with self._write():
+            for draft in drafts:
+                match = pick_match(self._matches(draft.dedup_keys))
+                verdict = decide(draft.source, draft.content_hash, match)
+                if verdict is Verdict.NEW:
+                    uid = uid_of(draft)
+                    date = draft.date or now
+                    cur = self.db.execute(
+                        f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            uid, draft.source, draft.category, draft.channel, draft.guid, draft.link,
+                            draft.title, draft.author, to_iso(date), draft.image, draft.body_html,
+                            draft.summary, draft.content_hash, now_s, now_s,
+                            self._free_post_name(name_post(draft.title, date, uid)),
+                        ],
+                    )
+                    article_id = cur.lastrowid
+                    new.append(article_id)
+                else:
+                    article_id = match.article_id
+                    if verdict is Verdict.UPDATE:
+                        # An undated item keeps its first-seen date: only a real date moves it.
+                        self.db.execute(
+                            "UPDATE articles SET guid = ?, link = ?, title = ?, date = coalesce(?, date),"
+                            " image = ?, body_html = ?, summary = ?, content_hash = ?, updated = ?"
+                            " WHERE id = ?",
+                            [
+                                draft.guid, draft.link, draft.title,
+                                to_iso(draft.date) if draft.date else None, draft.image,
+                                draft.body_html, draft.summary, draft.content_hash, now_s, article_id,
+                            ],
+                        )
+                        updated.append(article_id)
+                    elif verdict is Verdict.UNCHANGED:
+                        unchanged += 1
+                    else:
+                        duplicates += 1
+                # Remember every identity this item arrived under (first owner keeps a key).
+                self.db.conn.executemany(
+                    "INSERT INTO article_keys (key, article_id) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                    [(k, article_id) for k in draft.dedup_keys],
+                )
+        by_id = {a.id: a for a in self.articles_by_id(new + updated)}
+        return ApplyResult(
+            new=tuple(by_id[i] for i in new),
+            updated=tuple(by_id[i] for i in dict.fromkeys(updated) if i not in new),
+            unchanged=unchanged,
+            duplicates=duplicates,
+        )
+
+    def _matches(self, keys: Iterable[str]) -> list[Match]:
+        keys = list(keys)
+        if not keys:
+            return []
+        rows = self.db.execute(
+            "SELECT k.key, a.id, a.source, a.content_hash FROM article_keys k JOIN articles a ON a.id = k.article_id"
+            f" WHERE k.key IN ({', '.join('?' * len(keys))})",
+            keys,
+        ).fetchall()
+        return [Match(article_id=r[1], source=r[2], content_hash=r[3], key_kind=r[0][0]) for r in rows]
+
+    def _free_post_name(self, name: str) -> str:
+        """Post names embed the uid so they cannot clash; this is the belt to those braces."""
+        candidate, n = name, 1
+        while self.db.execute("SELECT 1 FROM articles WHERE post_name = ?", [candidate]).fetchone():
+            n += 1
+            stem, dot, ext = name.rpartition(".")
+            candidate = f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
+        return candidate
+
+    def _select(self, where: str, params: Sequence = ()) -> list[StoredArticle]:
+        rows = self.db.execute(f"SELECT {_ARTICLE_COLUMNS} FROM articles {where}", list(params)).fetchall()
+        return [_article(r) for r in rows]
+
+    def articles_by_id(self, ids: Sequence[int]) -> list[StoredArticle]:
+        out: list[StoredArticle] = []
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            out += self._select(f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        return out
+
+    def all_articles(self) -> list[StoredArticle]:
+        return self._select("ORDER BY id")
+
+    def article_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM articles").fetchone()[0]
+
+    def categories(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT category FROM articles ORDER BY category")]
+
+    def newest_by_category(self, limit: int) -> dict[str, list[StoredArticle]]:
+        """The newest ``limit`` articles of every category (date desc, id desc)."""
+        rows = self.db.execute(
+            f"SELECT {_ARTICLE_COLUMNS} FROM (SELECT *, row_number() OVER"
+            " (PARTITION BY category ORDER BY date DESC, id DESC) AS rn FROM articles)"
+            " WHERE rn <= ? ORDER BY category, date DESC, id DESC",
+            [limit],
+        ).fetchall()
+        groups: dict[str, list[StoredArticle]] = {}
+        for r in rows:
+            a = _article(r)
+            groups.setdefault(a.category, []).append(a)
+        return groups
+
+
+class _Immediate:
+    """``with store._write():`` = BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn, self.path = conn, path
+
+    def __enter__(self):
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot start a write: {e}") from e
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: commit failed: {e}") from e
+        else:
+            self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: {exc}") from exc
+        return False
+
+
+def _source_state(r) -> SourceState:
+    return SourceState(
+        name=r[0], url=r[1], validators=Validators(etag=r[2], last_modified=r[3]), body_hash=r[4],
+        state=r[5], error_count=r[6], last_error=r[7], last_error_kind=r[8],
+        last_attempt=from_iso(r[9]) if r[9] else None, last_success=from_iso(r[10]) if r[10] else None,
+        title=r[11], articles=r[12],
+    )
+
+
+def _article(r) -> StoredArticle:
+    return StoredArticle(
+        id=r[0], uid=r[1], source=r[2], category=r[3], channel=r[4], guid=r[5], link=r[6],
+        title=r[7], author=r[8], date=from_iso(r[9]), image=r[10], body_html=r[11], summary=r[12],
+        content_hash=r[13], first_seen=from_iso(r[14]), updated=from_iso(r[15]), post_name=r[16],
+    )

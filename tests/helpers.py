@@ -1,0 +1,36 @@
+"""Small readers of our own output used by several test files (not part of the product)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from urllib.parse import unquote
+
+import feedparser
+import frontmatter
+from lxml import etree
+
+
+def feed_files(output_dir: Path, base_url: str) -> list[Path]:
+    """Every feed listed in index.opml, as files under output_dir (the OPML is how people
+    find our feeds, so the tests find them the same way)."""
+    tree = etree.parse(str(output_dir / "index.opml"))
+    files = []
+    for outline in tree.iter("outline"):
+        url = outline.get("xmlUrl")
+        if url:
+            assert url.startswith(base_url), url
+            files.append(output_dir / unquote(url[len(base_url):]))
+    return files
+
+
+def parse_output_feed(path: Path):
+    return feedparser.parse(io.BytesIO(path.read_bytes()), sanitize_html=False, resolve_relative_uris=False)
+
+
+def load_post(path: Path):
+    return frontmatter.loads(path.read_text(encoding="utf-8"))
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}

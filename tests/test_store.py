@@ -1,0 +1,159 @@
+"""The store and the decider on a real SQLite file: dedup, edits, stable dates, WAL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from aggregator.decide import Match, Verdict, decide, pick_match
+from aggregator.models import ArticleDraft, Source, Validators
+from aggregator.normalize import dedup_keys
+from aggregator.pipeline import article_uid
+from aggregator.store import Store
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+A = Source(name="A", url="https://a.example/feed", category="news", channel=None, interval=900)
+B = Source(name="B", url="https://b.example/feed", category="news", channel="wire", interval=900)
+
+
+def draft(src: Source, guid: str, *, title="Title", body="<p>Body text of the story.</p>", link=None, date=T0, h=None):
+    text = body.replace("<p>", "").replace("</p>", "")
+    return ArticleDraft(
+        source=src.name, category=src.category, channel=src.channel, guid=guid, link=link, title=title,
+        author=src.name, date=date, image=None, body_html=body, summary=text[:50],
+        dedup_keys=dedup_keys(src, guid, link, title, text), content_hash=h or f"{title}|{body}|{link}|{date}",
+    )
+
+
+def name_post(title, date, uid):
+    return f"{date:%Y-%m-%d}-{uid[:10]}.md"
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "db" / "a.db") as s:
+        yield s
+
+
+def apply(store, drafts, now=T0):
+    return store.apply(drafts, now=now, name_post=name_post, uid_of=article_uid)
+
+
+def test_decider_table():
+    m = lambda kind, src="A", h="h1": Match(article_id=1, source=src, content_hash=h, key_kind=kind)  # noqa: E731
+    assert decide("A", "h1", None) is Verdict.NEW
+    assert decide("A", "h1", m("g")) is Verdict.UNCHANGED
+    assert decide("A", "h2", m("g")) is Verdict.UPDATE
+    assert decide("A", "h2", m("l", src="B")) is Verdict.DUPLICATE
+    assert decide("A", "h1", m("t", src="B")) is Verdict.DUPLICATE
+    strong = pick_match([Match(5, "B", "x", "t"), Match(9, "A", "y", "g"), Match(2, "B", "z", "l")])
+    assert strong.key_kind == "g"
+    assert pick_match([Match(7, "B", "x", "l"), Match(3, "C", "x", "l")]).article_id == 3
+
+
+def test_wal_and_schema(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_new_then_unchanged_then_update(store):
+    r = apply(store, [draft(A, "1"), draft(A, "2", title="Other", body="<p>Different text.</p>")])
+    assert len(r.new) == 2 and not r.updated
+    r = apply(store, [draft(A, "1"), draft(A, "2", title="Other", body="<p>Different text.</p>")])
+    assert not r.new and not r.updated and r.unchanged == 2
+    edited = draft(A, "1", body="<p>Body text of the story, corrected.</p>")
+    r = apply(store, [edited], now=T0 + timedelta(hours=1))
+    assert not r.new and len(r.updated) == 1
+    art = r.updated[0]
+    assert art.body_html == edited.body_html
+    assert art.updated == T0 + timedelta(hours=1) and art.first_seen == T0
+    assert store.article_count() == 2
+
+
+def test_identity_is_stable_across_edits(store):
+    first = apply(store, [draft(A, "1")]).new[0]
+    again = apply(store, [draft(A, "1", title="Retitled", body="<p>Rewritten.</p>")], now=T0 + timedelta(days=1)).updated[0]
+    assert (again.id, again.uid, again.post_name, again.feed_id) == (first.id, first.uid, first.post_name, first.feed_id)
+    assert again.title == "Retitled"
+
+
+def test_same_link_from_another_source_is_a_duplicate(store):
+    apply(store, [draft(A, "a1", link="https://site.example/story?id=7")])
+    r = apply(store, [draft(B, "b1", title="Other title", body="<p>Other body</p>", link="https://site.example/story?id=7&utm_source=rss#top")])
+    assert not r.new and r.duplicates == 1
+    assert store.article_count() == 1
+
+
+def test_same_title_and_text_in_category_is_a_duplicate(store):
+    apply(store, [draft(A, "a1", title="Big News", body="<p>The same wire copy.</p>")])
+    r = apply(store, [draft(B, "b9", title="big  news", body="<p>The same\nwire copy.</p>")])
+    assert r.duplicates == 1 and store.article_count() == 1
+    other_cat = Source(name="C", url="https://c/", category="sport", channel=None, interval=900)
+    r = apply(store, [draft(other_cat, "c1", title="Big News", body="<p>The same wire copy.</p>")])
+    assert len(r.new) == 1  # text identity is per category
+
+
+def test_same_title_without_text_is_not_merged(store):
+    r = apply(store, [draft(A, "1", title="Daily notes", body=""), draft(A, "2", title="Daily notes", body="")])
+    assert len(r.new) == 2
+
+
+def test_undated_article_keeps_first_seen_date(store):
+    r = apply(store, [draft(A, "x", date=None)], now=T0)
+    assert r.new[0].date == T0
+    later = T0 + timedelta(days=3)
+    apply(store, [draft(A, "x", date=None)], now=later)
+    r = apply(store, [draft(A, "x", date=None, body="<p>edited</p>")], now=later)
+    assert r.updated[0].date == T0
+
+
+def test_source_health_is_recorded(store):
+    store.record_failure("A", A.url, now=T0, kind="http", message="HTTP 500 from https://a.example/feed")
+    store.record_failure("A", A.url, now=T0, kind="timeout", message="timed out")
+    st = store.source_state("A")
+    assert (st.state, st.error_count, st.last_error_kind, st.last_error) == ("failing", 2, "timeout", "timed out")
+    store.record_success("A", A.url, now=T0, validators=Validators(etag='"v1"'), body_hash="abc", title="Feed A")
+    st = store.source_state("A")
+    assert (st.state, st.error_count, st.last_error, st.validators.etag, st.body_hash, st.title) == ("ok", 0, None, '"v1"', "abc", "Feed A")
+    store.record_success("A", A.url, now=T0, validators=Validators(etag='"v1"'), body_hash=None)
+    assert store.source_state("A").body_hash == "abc"  # a 304 keeps the last body's hash
+
+
+def test_newest_by_category_order_and_limit(store):
+    apply(store, [draft(A, str(i), title=f"t{i}", body=f"<p>body {i}</p>", date=T0 + timedelta(hours=i)) for i in range(5)])
+    groups = store.newest_by_category(3)
+    assert [a.title for a in groups["news"]] == ["t4", "t3", "t2"]
+
+
+def test_forget_source(store):
+    apply(store, [draft(A, "1"), draft(B, "2", title="b", body="<p>bb</p>")])
+    gone = store.forget_source("A")
+    assert [a.source for a in gone] == ["A"]
+    assert store.article_count() == 1
+    assert apply(store, [draft(A, "1")]).new  # its keys went with it
+
+
+def test_two_connections_write_without_locking_errors(tmp_path):
+    path = tmp_path / "shared.db"
+    Store(path).close()
+    errors = []
+
+    def writer(src, n):
+        try:
+            with Store(path) as s:
+                for i in range(n):
+                    s.apply([draft(src, f"{src.name}{i}", title=f"{src.name}{i}", body=f"<p>{src.name} {i}</p>")], now=T0, name_post=name_post, uid_of=article_uid)
+                    s.record_success(src.name, src.url, now=T0, validators=Validators(), body_hash=str(i))
+        except Exception as e:  # noqa: BLE001 - the assertion below reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(src, 40)) for src in (A, B)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Store(path) as s:
+        assert s.article_count() == 80
