@@ -9,7 +9,6 @@ Called by ``aggregator.parse.parse_feed``; use that as the entry point.
 
 from __future__ import annotations
 
-import codecs
 import html
 import json
 import re
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin
 
+from aggregator.encoding import BOMS
 from aggregator.errors import NotAFeedError, ParseError
 from aggregator.models import ParsedEntry, ParsedFeed
 
@@ -24,14 +24,6 @@ from aggregator.models import ParsedEntry, ParsedFeed
 _VERSION_URL = re.compile(r"https?://(?:www\.)?jsonfeed\.org/version/([^?#]*)", re.I)
 # jsonfeed.org publishes both spellings of the 1.0 URL ("/version/1" is the official one).
 _KNOWN_VERSIONS = {"1": "json10", "1.0": "json10", "1.1": "json11"}
-
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same 2 bytes
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
 
 
 def parse_json_feed(
@@ -58,8 +50,8 @@ def parse_json_feed(
     warnings: list[str] = []
     version = _KNOWN_VERSIONS.get(match.group(1).strip("/"))
     if version is None:
-        # A later 1.x must stay readable by 1.x readers (spec, "Suggestions for
-        # publishers"), so read it as 1.1 rather than fail the source.
+        # Read an unknown version with the 1.1 fields (a superset of 1.0's) rather than
+        # fail the source; the warning says so.
         version = "json"
         warnings.append(f"unknown JSON Feed version {version_url!r}; read as 1.1")
     items = doc.get("items")
@@ -183,7 +175,7 @@ def _decode(body: bytes, charset: str | None, source: str | None) -> str:
     # RFC 8259 §8.1: JSON exchanged between systems MUST be UTF-8; a BOM is tolerated.
     # A declared charset is only a fallback for bodies that are not UTF-8 after all.
     candidates: tuple[str | None, ...] = ("utf-8", charset)
-    for bom, encoding in _BOMS:
+    for bom, encoding in BOMS:
         if body.startswith(bom):
             body, candidates = body[len(bom):], (encoding,)
             break

@@ -1,22 +1,24 @@
 """Parse stage: response bytes -> ParsedFeed (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed).
 
-Owns: choosing the character encoding, refusing hazardous documents (DTD entity
-declarations, HTML pages), running feedparser safely, mapping its output into
-ParsedFeed/ParsedEntry, and HTML feed autodiscovery (``find_feed_links``).
+Owns: refusing hazardous documents (DTD entity declarations, HTML pages), defusing numeric
+character references feedparser cannot survive, running feedparser safely, mapping its
+output into ParsedFeed/ParsedEntry, and HTML feed autodiscovery (``find_feed_links``).
+The character encoding is chosen by ``aggregator.encoding``.
 Must not: do I/O of any kind, read the clock, clean or trust HTML (every string is raw and
 goes to ``clean`` later), or decide identity/dates for articles (``normalize`` does).
 Pure functions of their arguments with picklable results, so they can run in a worker
 process under memory and time limits (HAZARDS.md, "Parsing").
 
     bytes --empty/gzip/JSON sniff--> jsonfeed.parse_json_feed
-          --decode (BOM > HTTP charset > XML declaration > UTF-8; superset fallbacks)-->
+          --encoding.decode_feed_bytes (BOM > HTTP charset > XML declaration > UTF-8;
+            superset fallbacks; a guess for undeclared legacy bytes)-->
           --refuse <!ENTITY / internal DTD subset; refuse HTML pages-->
+          --invalid numeric character references -> U+FFFD-->
           --feedparser(io.BytesIO(utf-8), sanitize_html=False, ...)--> ParsedFeed
 """
 
 from __future__ import annotations
 
-import codecs
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -24,8 +26,9 @@ from datetime import datetime, timezone
 from urllib.parse import urljoin
 
 import feedparser
-from bs4 import BeautifulSoup, SoupStrainer
+from bs4 import BeautifulSoup, ParserRejectedMarkup, SoupStrainer
 
+from aggregator.encoding import codec_name, decode_feed_bytes, sniff_text
 from aggregator.errors import NotAFeedError, ParseError
 from aggregator.jsonfeed import parse_json_feed, text_to_html
 from aggregator.models import FeedLink, ParsedEntry, ParsedFeed
@@ -39,6 +42,9 @@ _FEED_ROOTS = frozenset({"rss", "feed", "rdf", "channel"})  # local names; "rdf:
 _HTML_ROOTS = frozenset("html head body title meta link base script style div p a h1 h2 h3 "
                         "h4 h5 h6 br center table pre span noscript iframe form".split())
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+# rel=alternate is not "body-ok" (HTML Living Standard, the link element), so feed links sit
+# in <head>; reading the first 2 MiB bounds the work on a huge page.
+_HEAD_LIMIT = 2 * 1024 * 1024
 _IMAGE_EXT = re.compile(r"\.(?:jpe?g|png|gif|webp|avif|svg)(?:[?#]|$)", re.I)
 
 # Billion laughs (HAZARDS.md): feedparser's loose parser expands internal entities without
@@ -49,46 +55,16 @@ _ENTITY_BYTES = re.compile(_ENTITY_TEXT.pattern.encode(), re.I)
 _ENTITY_MESSAGE = ("feed refused: it has a DTD internal subset, and this parser refuses DTD "
                    "entity declarations (billion-laughs protection)")
 
-_XML_DECL_BYTES = re.compile(
-    rb"^\s*(?:<!--.*?-->\s*)*<\?xml\s[^>]*?encoding\s*=\s*[\"']([A-Za-z][\w.:-]{0,40})[\"']",
-    re.S,
-)
 _XML_DECL_TEXT = re.compile(r"^(\s*(?:<!--.*?-->\s*)*)<\?xml\s[^>]*?\?>", re.S)
 _PROLOG_ITEM = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", re.S | re.I)
 _ROOT = re.compile(r"<([A-Za-z_][\w.:-]*)")
 _FEED_ROOT_ANYWHERE = re.compile(r"<(?:rss|feed|rdf:RDF)[\s>]")
-
-# --- encodings -----------------------------------------------------------------------
-# Labels Python does not know, as servers send them (WHATWG Encoding Standard names).
-_ALIASES = {"windows-31j": "cp932", "x-sjis": "shift_jis", "x-mac-cyrillic": "mac-cyrillic",
-            "x-gbk": "gbk", "x-euc-jp": "euc_jp", "x-euc-kr": "euc_kr"}
-# Decoders tried, in order, for a declared label. Legacy CJK labels are routinely used for
-# their Windows supersets (CP932 bytes labelled Shift_JIS, CP949/UHC labelled EUC-KR, GBK
-# labelled GB2312), so the superset is the fallback when strict decoding fails. Labels whose
-# 0x80-0x9F range is C1 controls mean the Windows code page that puts characters there
-# (WHATWG Encoding Standard, "Names and labels": latin1 -> windows-1252, tis-620 ->
-# windows-874, iso-8859-9 -> windows-1254); the ISO decoder is kept for the few bytes the
-# Windows page leaves undefined.
-_CANDIDATES = {
-    "iso8859-1": ("cp1252", "iso8859-1"), "ascii": ("ascii", "cp1252"),
-    "iso8859-9": ("cp1254", "iso8859-9"), "tis-620": ("cp874", "tis-620"),
-    "iso8859-11": ("cp874", "iso8859-11"),
-    "shift_jis": ("shift_jis", "cp932"), "euc_kr": ("euc_kr", "cp949"),
-    "gb2312": ("gb2312", "gb18030"), "gbk": ("gbk", "gb18030"),
-    "big5": ("big5", "cp950", "big5hkscs"),
-}
-# Codecs that turn plain ASCII into markup or are not charsets at all. A declared UTF-16/32
-# is refused too when the declaration itself was readable as ASCII (XML 1.0, Appendix F).
-_REFUSED = frozenset({"utf-7", "unicode-escape", "raw-unicode-escape", "punycode", "idna",
-                      "undefined", "utf-16", "utf-32", "utf-16-le", "utf-16-be", "utf-32-le",
-                      "utf-32-be"})
-_SINGLE_BYTE = re.compile(r"ascii|iso8859-\d+|cp(?:125\d|437|8[5-7]\d)|koi8-\w|mac-\w+|tis-620")
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-         (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-         (codecs.BOM_UTF16_BE, "utf-16-be"))
-# Zero bytes (1) in the first four when "<" or whitespace is UTF-16/32 without a BOM.
-_WIDE = {(0, 1, 1, 1): "utf-32-le", (1, 1, 1, 0): "utf-32-be", (0, 1, 0, 1): "utf-16-le",
-         (1, 0, 1, 0): "utf-16-be"}
+# A numeric reference to a code point that is not an XML 1.0 Char (§2.2: surrogates, beyond
+# U+10FFFF, C0 controls but tab/LF/CR, U+FFFE/U+FFFF) makes the document ill-formed, and
+# feedparser's loose parser then raises from chr() instead of reporting bozo (HAZARDS.md).
+# Such references become U+FFFD, as HTML parsers make of most of them (HTML Living
+# Standard, "numeric character reference end state"), so one bad item cannot fail its feed.
+_CHAR_REF = re.compile(r"&#(?:[xX]([0-9A-Fa-f]+)|([0-9]+));")
 
 
 def parse_feed(body: bytes, headers: Headers, url: str, *,
@@ -105,12 +81,13 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
                             source=source)
     fields = _header_dict(headers)
     content_type, charset = _content_type(fields.get("content-type"))
-    first = _sniff_text(body).lstrip("\ufeff \t\r\n")[:1]
+    first = sniff_text(body).lstrip("\ufeff \t\r\n")[:1]
     if first == "{" or (first != "<" and content_type in JSON_TYPES):
-        return parse_json_feed(body, url, charset=_codec(charset), source=source)
+        return parse_json_feed(body, url, charset=codec_name(charset), source=source)
     if _ENTITY_BYTES.search(body):
         raise ParseError(_ENTITY_MESSAGE, source=source)
-    text, warnings = _decode(body, charset)
+    decoded = decode_feed_bytes(body, charset)
+    text, warnings = decoded.text, list(decoded.warnings)
     if _ENTITY_TEXT.search(text):
         raise ParseError(_ENTITY_MESSAGE, source=source)
     if "<" not in text:
@@ -126,6 +103,10 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
                 message += f" (and {len(links) - 1} more)"
         raise NotAFeedError(message, source=source)
 
+    text, replaced = _replace_invalid_char_refs(text)
+    if replaced:
+        warnings.append(f"replaced {replaced} invalid character reference"
+                        f"{'s' if replaced > 1 else ''} with U+FFFD")
     # We decoded; feedparser gets UTF-8 with the old declaration removed (it writes its own).
     utf8 = _XML_DECL_TEXT.sub(r"\1", text.lstrip("\ufeff"), count=1).encode("utf-8")
     response_headers = {"content-type": "application/xml; charset=utf-8"}
@@ -138,7 +119,10 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
         # Its sanitizer is not trusted and our cleaner resolves URLs, so both are off.
         result = feedparser.parse(io.BytesIO(utf8), response_headers=response_headers,
                                   sanitize_html=False, resolve_relative_uris=False)
-    except Exception as e:  # it raises on e.g. "&#xD800;" despite promising bozo
+    except MemoryError as e:  # under the worker's RLIMIT_AS (HAZARDS.md)
+        raise ParseError("feed too large to parse within the memory limit", source=source) \
+            from e
+    except Exception as e:  # it raises on some input despite promising bozo (HAZARDS.md)
         raise ParseError(f"feed could not be parsed: {type(e).__name__}: {e}", source=source) \
             from e
     return _to_parsed_feed(result, url, root, warnings, source)
@@ -146,15 +130,19 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
 
 def looks_like_html(body: bytes, content_type: str | None) -> bool:
     """True when the body is an HTML page (or an HTML error page) rather than a feed."""
-    text = _sniff_text(body, 65536)
+    text = sniff_text(body, 65536)
     return _is_html(text, _root_name(text), _content_type(content_type)[0])
 
 
 def find_feed_links(body: bytes, headers: Headers, page_url: str) -> list[FeedLink]:
     """Feeds an HTML page advertises with ``<link rel="alternate" type=...>`` (RSS
     autodiscovery), as absolute http(s) URLs, in page order, without duplicates."""
-    text, _ = _decode(body, _content_type(_header_dict(headers).get("content-type"))[1])
-    soup = BeautifulSoup(text, "html.parser", parse_only=SoupStrainer(["link", "base"]))
+    charset = _content_type(_header_dict(headers).get("content-type"))[1]
+    text = decode_feed_bytes(body, charset).text
+    try:
+        soup = BeautifulSoup(text[:_HEAD_LIMIT], "lxml", parse_only=SoupStrainer(["link", "base"]))
+    except ParserRejectedMarkup:
+        return []  # autodiscovery is a courtesy; a page its parser rejects advertises nothing
     base = page_url
     base_tag = soup.find("base", href=True)
     if base_tag is not None:
@@ -326,84 +314,32 @@ def _bozo_reason(result) -> str | None:
     return f"{type(error).__name__}: {error}" if error is not None else "ill-formed feed"
 
 
-# --- sniffing and decoding -----------------------------------------------------------
+# --- sniffing and defusing -----------------------------------------------------------
 
 
-def _decode(body: bytes, http_charset: str | None) -> tuple[str, list[str]]:
-    """Bytes -> text. Order (RFC 7303 §3): BOM, then the HTTP charset, then the XML
-    declaration, then UTF-8; each label falls back to its superset (_CANDIDATES); the
-    last resorts windows-1252 and Latin-1 always succeed. Warns when a label was overruled."""
-    bom = next(((mark, enc) for mark, enc in _BOMS if body.startswith(mark)), None)
-    if bom:
-        body = body[len(bom[0]):]
-    wide = _sniff_wide(body) if bom is None else (None if bom[1] == "utf-8" else bom[1])
-    if wide:
-        try:
-            return body.decode(wide), []
-        except UnicodeDecodeError:
-            return body.decode(wide, "replace"), [f"invalid {wide} sequences replaced"]
-    declared = _XML_DECL_BYTES.match(body[:4096])
-    labels = ["utf-8" if bom else None, http_charset,
-              declared.group(1).decode("ascii") if declared else None]
-    stated = next((label for label in labels if label), "utf-8")
-    expected = _CANDIDATES.get(_codec(stated) or "", (_codec(stated),))[0]
-    warnings: list[str] = []
-    for label in [*labels, "utf-8", "cp1252", "iso8859-1"]:
-        codec = _codec(label)
-        if codec is None:
-            if label:
-                warnings.append(f"ignored unknown or unsafe encoding {label!r}")
-            continue
-        if _SINGLE_BYTE.fullmatch(codec) and _is_utf8_beyond_ascii(body):
-            # Valid multi-byte UTF-8 is almost never meant as a single-byte charset
-            # (M. Dürst, "The Properties and Promises of UTF-8", 1997): the label is wrong.
-            codec = "utf-8"
-        for candidate in _CANDIDATES.get(codec, (codec,)):
-            try:
-                text = body.decode(candidate)
-            except UnicodeDecodeError:
-                continue
-            if candidate != expected:
-                warnings.append(f"encoding stated as {stated}, decoded as {candidate}")
-            return text, warnings
-    raise AssertionError("iso8859-1 decodes any bytes")  # pragma: no cover
+def _replace_invalid_char_refs(text: str) -> tuple[str, int]:
+    """Numeric character references to non-Chars (_CHAR_REF) -> "&#xFFFD;", and how many."""
+    replaced = 0
+
+    def fix(m: re.Match) -> str:
+        nonlocal replaced
+        hex_digits, decimal = m.groups()
+        digits = (hex_digits or decimal).lstrip("0") or "0"
+        # 0x10FFFF has 6 hex / 7 decimal digits; the cap also keeps int() off huge strings.
+        if len(digits) <= 7 and _is_xml_char(int(digits, 16 if hex_digits else 10)):
+            return m.group(0)
+        replaced += 1
+        return "&#xFFFD;"
+
+    if "&#" in text:
+        text = _CHAR_REF.sub(fix, text)
+    return text, replaced
 
 
-def _codec(label: str | None) -> str | None:
-    """A declared label -> Python codec name, or None if unknown or refused."""
-    if not label:
-        return None
-    label = label.strip().lower()
-    try:
-        name = codecs.lookup(_ALIASES.get(label, label)).name
-        b"<".decode(name)  # LookupError for codecs that are not charsets (base64, rot13)
-    except UnicodeDecodeError:
-        pass
-    except (LookupError, ValueError):
-        return None
-    return None if name in _REFUSED else name
-
-
-def _sniff_wide(body: bytes) -> str | None:
-    """UTF-16/32 without a BOM, told by the zero bytes around ASCII markup (XML App. F)."""
-    return _WIDE.get(tuple(int(byte == 0) for byte in body[:4]))
-
-
-def _is_utf8_beyond_ascii(body: bytes) -> bool:
-    try:
-        return not body.isascii() and bool(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return False
-
-
-def _sniff_text(body: bytes, limit: int = 4096) -> str:
-    """A decoded prefix, good enough to see markup: BOM/UTF-16/32 aware, else Latin-1."""
-    head = body[:limit]
-    for mark, encoding in _BOMS:
-        if head.startswith(mark):
-            return head[len(mark):].decode(encoding, "ignore")
-    wide = _sniff_wide(head)
-    return head.decode(wide or "iso8859-1", "ignore")
+def _is_xml_char(code: int) -> bool:
+    """XML 1.0 §2.2 Char."""
+    return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF)
 
 
 def _root_name(text: str) -> str | None:
