@@ -277,10 +277,12 @@ class _TreeBuilder(LXMLTreeBuilder):
         pass
 
 
-# Elements to remove are renamed to this (and emptied first when their content goes too);
-# nh3 then strips the tag and keeps the text. bs4's extract() and unwrap() scan all the
-# siblings, quadratic on wide or deep trees: 10,000 nested unwraps took 9 s.
-_GONE = "x-gone"
+def _remove_tag(node) -> None:
+    """Rename the element to one nh3 strips while keeping its content (empty it first to
+    drop the content too). bs4's extract() and unwrap() scan all the siblings, which is
+    quadratic on wide or deep trees: 10,000 nested unwraps took 9 s."""
+    node.name, node.attrs = "x-gone", {}
+    node.can_be_empty_element = False  # "<x-gone/>" would open an element in HTML
 
 
 def _rewrite(soup: BeautifulSoup, base: str | None) -> None:
@@ -300,24 +302,24 @@ def _rewrite(soup: BeautifulSoup, base: str | None) -> None:
                 node.clear()
                 if text:
                     node.append(text)
-                node.name, node.attrs = _GONE, {}
+                _remove_tag(node)
                 continue
             if name == "img":
                 if not _repair_image(node, base):
-                    node.name, node.attrs = _GONE, {}
+                    _remove_tag(node)
                     continue
                 (in_noscript.append(node) if under_noscript else outside.add(node["src"]))
             name = RENAME.get(name, name)
             if name in ALLOWED_TAGS:
                 node.name, node.attrs = name, _allowed_attributes(name, node.attrs, base)
                 if name == "source" and not node.attrs:  # nothing left to play or show
-                    node.name = _GONE
+                    _remove_tag(node)
             else:  # html, body, font, noscript, custom tags...: keep the content
-                node.name, node.attrs = _GONE, {}
+                _remove_tag(node)
             stack.append((node, under_noscript or name == "noscript"))
     for img in in_noscript:
         if img["src"] in outside:  # the <noscript> twin of a lazy image
-            img.name, img.attrs = _GONE, {}
+            _remove_tag(img)
 
 
 def _allowed_attributes(name: str, attrs: dict, base: str | None) -> dict:
@@ -354,7 +356,8 @@ def _flatten(html: str) -> str:
     """Text paragraphs only, by linear regexes: no parser ever sees the input."""
     text = _FLAT_TAG_RE.sub("", _FLAT_BLOCK_RE.sub("\n", _FLAT_DROP_RE.sub("", html)))
     lines = (_strip_illegal(_WS_RE.sub(" ", line).strip()) for line in unescape(text).split("\n"))
-    return _CLEANER.clean("\n".join(f"<p>{escape(line, quote=False)}</p>" for line in lines if line))
+    paragraphs = (f"<p>{escape(line, quote=False)}</p>" for line in lines if line)
+    return _CLEANER.clean("\n".join(paragraphs))
 
 
 def _step(html: str, base: str | None) -> str:
@@ -449,7 +452,8 @@ def clean_title(raw: str | None) -> str:
 
 # Characters that belong to the grapheme before them: combining marks, joiners, variation
 # selectors, skin tones, emoji tags.
-_CONTINUATION_RE = re.compile("[\u200c\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]")
+_CONTINUATION_RE = re.compile(
+    "[\u200c\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]")
 
 
 def excerpt(html_or_text: str, limit: int = 200) -> str:

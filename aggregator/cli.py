@@ -114,7 +114,18 @@ def add_source(ctx, url, name, category, channel, interval, no_check):
         path, {"name": name.strip(), "url": url.strip(), "category": category.strip(), "channel": (channel or "").strip(), "interval": interval or ""}
     )
     click.echo(f"Added {name!r} ({category}{' / ' + channel if channel else ''}) to {path}.")
-    click.echo("A running daemon picks it up on reload (systemctl reload aggregator), or run: aggregator poll " + _quote(name))
+    if not no_check:
+        from .pipeline import Pipeline
+
+        config = load_config(path)
+        with Pipeline(config) as pipeline:
+            result = pipeline.ingest(config.source(name.strip()), check.fetched)
+        if result.error:
+            click.echo(f"Its items could not be stored yet: {result.error}", err=True)
+        else:
+            click.echo(f"Stored {result.new} new article{'s' if result.new != 1 else ''} ({result.duplicates} already known); "
+                       f"the next poll sends a conditional request.")
+    click.echo("A running daemon picks it up on restart (systemctl restart aggregator); or now: aggregator poll " + _quote(name))
 
 
 def _quote(s: str) -> str:
@@ -149,7 +160,7 @@ def remove_source(ctx, name, purge):
 
 
 @cli.command("list-sources")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: name, url, category, channel, interval, state, last_success, last_error, articles).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: name, url, category, channel, interval, state, last_success, last_error, articles, last_error_kind, errors, next_poll, moved_to).")
 @click.pass_context
 def list_sources(ctx, as_json):
     """Show every source with its health and article count.
@@ -177,6 +188,10 @@ def list_sources(ctx, as_json):
                 "last_success": to_iso(st.last_success) if st and st.last_success else None,
                 "last_error": st.last_error if st else None,
                 "articles": st.articles if st else 0,
+                "last_error_kind": st.last_error_kind if st else None,
+                "errors": st.error_count if st else 0,
+                "next_poll": to_iso(st.next_poll) if st and st.next_poll else None,
+                "moved_to": st.moved_to if st else None,
             }
         )
     if as_json:
@@ -186,13 +201,18 @@ def list_sources(ctx, as_json):
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} source{'s' if len(rows) != 1 else ''} in {config.path}")
-    for col in ("name", "category / channel", "url", "interval", "state", "last success", "last error", "articles"):
+    for col in ("name", "category / channel", "url", "interval", "state", "last success", "next poll", "last error", "articles"):
         table.add_column(col, overflow="fold", justify="right" if col == "articles" else "left")
-    colours = {"ok": "green", "failing": "red", "new": "yellow"}
+    from rich.markup import escape
+
+    colours = {"ok": "green", "failing": "red", "new": "yellow", "gone": "magenta"}
     for r in rows:
+        url = escape(r["url"]) + (f"\n→ moved to {escape(r['moved_to'])}" if r["moved_to"] else "")
+        state = f"[{colours.get(r['state'], 'white')}]{r['state']}[/]" + (f" ×{r['errors']}" if r["errors"] else "")
+        error = f"{r['last_error_kind']}: {escape(r['last_error'])}" if r["last_error"] else ""
         table.add_row(
-            r["name"], r["category"] + (f" / {r['channel']}" if r["channel"] else ""), r["url"], r["interval"],
-            f"[{colours.get(r['state'], 'white')}]{r['state']}[/]", r["last_success"] or "-", r["last_error"] or "",
+            escape(r["name"]), escape(r["category"] + (f" / {r['channel']}" if r["channel"] else "")), url, r["interval"],
+            state, r["last_success"] or "-", r["next_poll"] or ("never" if r["state"] == "gone" else "now"), error,
             str(r["articles"]),
         )
     Console().print(table)
@@ -203,8 +223,11 @@ def list_sources(ctx, as_json):
 
 @cli.command()
 @click.argument("names", nargs=-1)
+@click.option("--due", is_flag=True, help="Only sources whose next poll time has come (for cron).")
+@click.option("--include-gone", is_flag=True, help="Also poll sources marked gone (HTTP 410); a success revives them.")
+@click.option("--update-moved", is_flag=True, help="Write the new URL of permanently moved (301/308) sources into config.toml.")
 @click.pass_context
-def poll(ctx, names):
+def poll(ctx, names, due, include_gone, update_moved):
     """Poll all sources (or the NAMES given) once, then publish.
 
     Exits 0 when the cycle ran, even if some sources failed (see the table and
@@ -214,6 +237,7 @@ def poll(ctx, names):
     Example:
       aggregator poll
       aggregator poll 财联社 掘金
+      aggregator poll --due --update-moved
     """
     from rich.console import Console
 
@@ -223,15 +247,21 @@ def poll(ctx, names):
     console = Console(stderr=False)
     with Pipeline(config) as pipeline:
         sources = pipeline.select(names)
+        kwargs = {"due_only": due, "include_gone": include_gone}
         if console.is_terminal:
             from rich.progress import Progress
 
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("Polling", total=len(sources))
-                cycle = pipeline.poll(names, on_result=lambda r: progress.advance(task))
+                cycle = pipeline.poll(names, on_result=lambda r: progress.advance(task), **kwargs)
         else:
-            cycle = pipeline.poll(names)
+            cycle = pipeline.poll(names, **kwargs)
     _print_cycle(console, cycle, config)
+    if update_moved:
+        from .pipeline import update_moved_sources
+
+        for name, new_url in update_moved_sources(config):
+            console.print(f"{name}: config.toml now points at {new_url}")
 
 
 def _print_cycle(console, cycle, config) -> None:
@@ -240,10 +270,25 @@ def _print_cycle(console, cycle, config) -> None:
     table = Table(title="Poll results")
     for col in ("source", "new", "updated", "unchanged", "duplicates", "status"):
         table.add_column(col, justify="left" if col in ("source", "status") else "right", overflow="fold")
+    from rich.markup import escape
+
+    from .pipeline import utcnow
+    from .schedule import describe
+
+    now = utcnow()
     for r in cycle.results:
-        status = f"[red]error: {r.error}[/]" if r.error else ("not modified" if r.not_modified else "ok")
+        if r.skipped:
+            status = f"[yellow]skipped: {escape(r.skipped)}[/]"
+        elif r.error:
+            status = f"[red]{'gone' if r.gone else 'error'}: {escape(r.error)}[/]"
+        else:
+            status = "not modified" if r.not_modified else "ok"
+        if r.moved_to:
+            status += f" (moved permanently to {escape(r.moved_to)})"
         if r.skipped_entries:
             status += f" ({len(r.skipped_entries)} entries skipped)"
+        if r.next_poll and not r.skipped:
+            status += f"; next {describe(r.next_poll, now)}"
         table.add_row(r.source, str(r.new), str(r.updated), str(r.unchanged), str(r.duplicates), status)
     console.print(table)
     failed = sum(1 for r in cycle.results if r.error)

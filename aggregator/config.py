@@ -22,7 +22,7 @@ from typing import Any
 
 from . import USER_AGENT
 from .errors import ConfigError
-from .models import FetchLimits, Source
+from .models import FetchLimits, RequestOptions, Source
 
 DEFAULT_CONFIG = "config.toml"
 ENV_CONFIG = "AGGREGATOR_CONFIG"
@@ -50,6 +50,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeout", (int, float), 60, "Total seconds one fetch may take, redirects included."),
     Setting("max_body_mib", (int, float), 15, "Largest feed body accepted, in MiB after decompression."),
     Setting("allow_private_networks", bool, False, "Allow sources on loopback/private addresses (SSRF guard off)."),
+    Setting("host_concurrency", int, 2, "At most this many requests at once to one host (an RSSHub serves many routes)."),
+    Setting("host_delay", (int, float), 0, "Seconds between two request starts to the same host."),
+    Setting("max_cache_delay", str, "24h", "Cap on how far Cache-Control, Expires, <ttl> and sy:updatePeriod push a poll."),
+    Setting("max_backoff", str, "1d", "Cap on the exponential backoff of a failing source."),
+    Setting("max_retry_after", str, "2d", "Cap on honouring a 429/503 Retry-After."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     # key: (type, required, help)
@@ -58,6 +63,10 @@ SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     "category": (str, True, "Topic: the article's first category and the feed it is published in."),
     "channel": (str, False, "Optional third category (e.g. a section of the source)."),
     "interval": (str, False, "Poll interval for this source; default_interval when absent."),
+    "user_agent": (str, False, "User-Agent for this source instead of the project's."),
+    "headers": (dict, False, 'Extra request headers; a value "env:NAME" is read from $NAME (keep secrets out of the file).'),
+    "timeout": ((int, float), False, "Total seconds one fetch of this source may take (overrides timeout)."),
+    "proxy": (str, False, "Proxy URL for this source (http://, https://, socks5://)."),
 }
 
 _INTERVAL_RE = re.compile(r"(\d+)\s*([smhd])")
@@ -107,6 +116,11 @@ class Config:
     timeout: float
     max_body_bytes: int
     allow_private_networks: bool
+    host_concurrency: int
+    host_delay: float
+    max_cache_delay: int
+    max_backoff: int
+    max_retry_after: int
     sources: tuple[Source, ...]
 
     @property
@@ -127,6 +141,11 @@ class Config:
             allow_private_networks=self.allow_private_networks,
         )
 
+    def poll_policy(self):
+        from .schedule import PollPolicy
+
+        return PollPolicy(max_cache_floor=self.max_cache_delay, max_retry_after=self.max_retry_after, max_backoff=self.max_backoff)
+
     def source(self, name: str) -> Source | None:
         return next((s for s in self.sources if s.name == name), None)
 
@@ -137,7 +156,7 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
     if isinstance(t, tuple):
         return "a number"
     return names.get(t, t.__name__)
@@ -185,12 +204,20 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         default_interval = parse_interval(get("default_interval"))
     except ValueError as e:
         raise ConfigError(f"{path}: 'default_interval': {e}") from None
-    for key in ("concurrency", "items_per_feed"):
+    durations = {}
+    for key in ("max_cache_delay", "max_backoff", "max_retry_after"):
+        try:
+            durations[key] = parse_interval(get(key))
+        except ValueError as e:
+            raise ConfigError(f"{path}: '{key}': {e}") from None
+    for key in ("concurrency", "items_per_feed", "host_concurrency"):
         if get(key) < 1:
             raise ConfigError(f"{path}: '{key}' must be at least 1, not {get(key)}")
     for key in ("timeout", "max_body_mib"):
         if get(key) <= 0:
             raise ConfigError(f"{path}: '{key}' must be positive, not {get(key)}")
+    if get("host_delay") < 0:
+        raise ConfigError(f"{path}: 'host_delay' must not be negative, not {get('host_delay')}")
     base_url = get("base_url")
     if not re.match(r"^https?://[^/\s]+", base_url):
         raise ConfigError(f"{path}: 'base_url' must be an http(s) URL, not {base_url!r}")
@@ -235,6 +262,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
                 category=s["category"].strip(),
                 channel=(s.get("channel") or "").strip() or None,
                 interval=interval,
+                options=_request_options(s, path, where),
             )
         )
 
@@ -251,7 +279,41 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         timeout=float(get("timeout")),
         max_body_bytes=int(get("max_body_mib") * 1024 * 1024),
         allow_private_networks=get("allow_private_networks"),
+        host_concurrency=get("host_concurrency"),
+        host_delay=float(get("host_delay")),
         sources=tuple(sources),
+        **durations,
+    )
+
+
+def _request_options(s: dict[str, Any], path: Path, where: str) -> RequestOptions:
+    headers = []
+    for key, value in (s.get("headers") or {}).items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {where}.headers.{key} must be a string, not {value!r}")
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", key):
+            raise ConfigError(f"{path}: {where}.headers: {key!r} is not a valid header name")
+        if value.startswith("env:"):
+            var = value[4:]
+            if var not in os.environ:
+                # the value is a secret: name the variable, never print a value
+                raise ConfigError(f"{path}: {where}.headers.{key}: environment variable ${var} is not set")
+            value = os.environ[var]
+        if "\r" in value or "\n" in value:
+            raise ConfigError(f"{path}: {where}.headers.{key}: a header value cannot contain a line break")
+        headers.append((key, value))
+    timeout = s.get("timeout")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"{path}: {where}.timeout must be positive, not {timeout}")
+    proxy = s.get("proxy")
+    if proxy is not None and not re.match(r"^(https?|socks5h?)://[^/\s]+", proxy):
+        raise ConfigError(f"{path}: {where}.proxy must be an http://, https:// or socks5:// URL")
+    user_agent = s.get("user_agent")
+    return RequestOptions(
+        user_agent=user_agent.strip() if user_agent else None,
+        headers=tuple(headers),
+        timeout=float(timeout) if timeout is not None else None,
+        proxy=proxy,
     )
 
 
@@ -307,3 +369,19 @@ def remove_source_from_file(path: Path, name: str) -> None:
     if len(sources) == 0:
         del doc["sources"]
     _atomic_write_text(path, tomlkit.dumps(doc))
+
+
+def set_source_url_in_file(path: Path, name: str, url: str) -> None:
+    """Point one source at a new URL (a permanent redirect), keeping comments and layout."""
+    import tomlkit
+
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    for table in doc.get("sources", []):
+        if table.get("name", "").strip() == name:
+            table["url"] = url
+            break
+    else:
+        raise ConfigError(f"{path}: no source named {name!r}")
+    new_text = tomlkit.dumps(doc)
+    config_from_dict(tomllib.loads(new_text), path)
+    _atomic_write_text(path, new_text)

@@ -55,11 +55,21 @@ class TimeoutError_(FetchError):
 
 
 class HTTPStatusError(FetchError):
+    """A final non-2xx, non-304 answer. ``retry_after`` is the raw ``Retry-After`` value
+    of a 429/503 (RFC 9110 §10.2.3: seconds or an HTTP-date), for the scheduler."""
+
     kind = "http"
 
-    def __init__(self, message: str, *, status: int, source: str | None = None):
+    def __init__(self, message: str, *, status: int, source: str | None = None, retry_after: str | None = None):
         super().__init__(message, source=source)
         self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self):  # keyword-only fields: the default pickling would call cls(message)
+        import functools
+
+        rebuild = functools.partial(type(self), status=self.status, source=self.source, retry_after=self.retry_after)
+        return rebuild, (self.message,), self.__dict__
 
 
 class TooLargeError(FetchError):

@@ -1,18 +1,21 @@
 """The fetch stage: one URL -> ``Fetched`` | ``NotModified``, or a ``FetchError``.
 
 Owns HTTP: the conditional GET (RFC 9110 §13.1), content negotiation, redirects (followed
-here, one hop at a time, so each hop goes through the address guard again and we know
-whether the move was permanent), content decoding with a cap, and the limits in
-``models.FetchLimits``. Every problem leaves as an ``aggregator.errors.FetchError``
-subclass whose text names the URL (without userinfo credentials) and the cause.
+here, one hop at a time, so each hop goes through the address guard and the host limiter
+again and we know whether the move was permanent), content decoding with a cap, the
+limits in ``models.FetchLimits`` and the per-source ``models.RequestOptions``. Every
+problem leaves as an ``aggregator.errors.FetchError`` subclass whose text names the URL
+(without userinfo credentials) and the cause, never a header value or proxy password.
 
 Must not: parse bodies, touch the database, read the clock for anything but the deadline,
-or keep per-source state between calls (no cookie jar: cookies never persist, not even
-within one fetch). The address policy and the deadline-bounded sockets live in
-``aggregator.netguard``.
+the host limiter and a ``Retry-After`` date, or keep per-source state between calls (no
+cookie jar: cookies never persist, not even within one fetch; a source's ``Cookie``
+header is sent with its own requests only). The address policy, the deadline-bounded
+sockets and the bounded decoder live in ``aggregator.netguard``; per-host politeness
+(slots, gaps, the Retry-After penalty box) in ``aggregator.politeness``.
 
 One ``Fetcher`` is shared by the worker threads of a cycle; ``fetch`` keeps all its state
-on the stack, and the connection pool is thread-safe.
+on the stack, and the connection pools and the host limiter are thread-safe.
 """
 
 from __future__ import annotations
@@ -23,26 +26,24 @@ import http.cookiejar
 import logging
 import re
 import ssl
+import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import httpcore
 import httpx
 
-from .errors import (
-    BlockedAddressError,
-    FetchError,
-    HTTPStatusError,
-    NetworkError,
-    TimeoutError_,
-    TooLargeError,
-    TooManyRedirectsError,
-)
-from .models import Fetched, FetchLimits, NotModified, Validators
-from .netguard import AddressBlocked, AddressPolicy, GuardedBackend, Resolver, deadline_at
-from .netguard import is_blocked_address, system_resolver
+from .errors import BlockedAddressError, FetchError, HTTPStatusError, NetworkError, TimeoutError_, TooLargeError
+from .errors import TooManyRedirectsError
+from .models import Fetched, FetchLimits, NotModified, RequestOptions, Validators
+from .netguard import AddressBlocked, AddressPolicy, Resolver, UnsupportedCoding
+from .netguard import deadline_at, decode_stream, guarded_pool, is_blocked_address, system_resolver, vet_unresolved
+from .politeness import FETCHER_OWNED_HEADERS, HostLimiter, HostWaitTimeout, retry_after_seconds, same_origin
+from .politeness import seconds_text, source_headers
+
+__all__ = ["ACCEPT", "FETCHER_OWNED_HEADERS", "Fetcher", "decode_stream", "host_key", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,22 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})  # RFC 9110 §15.4.2, RFC 9538
-_PIECE = 64 * 1024  # most bytes one inflate step may produce (the gzip-bomb bound)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One fetch's settings, kept on the stack (threads share the Fetcher)."""
+
+    url: str
+    source: str | None
+    deadline: float
+    total: float  # the deadline in seconds, for messages
+    client: httpx.Client
+    via: str  # " via proxy <url>" (redacted) or ""
+    user_agent: str | None
+    extra: tuple[tuple[str, bytes], ...]  # the source's headers, for its own origin only
+    origin: httpx.URL
 
 
 class Fetcher:
@@ -65,6 +81,15 @@ class Fetcher:
 
     ``resolver`` and ``address_policy`` replace name resolution and the SSRF policy
     (embedding, tests); ``ssl_context`` replaces the certifi-based default (a private CA).
+    ``host_limits`` is ``(max_per_host, min_gap)`` or a :class:`HostLimiter` to share.
+
+    A source with ``RequestOptions.proxy`` goes through that proxy (one client per
+    distinct proxy, made on first use). The SSRF guard then checks less: the proxy itself
+    is operator-configured and not vetted (it may well be on loopback), and the target's
+    name is resolved *by the proxy*, so its address is out of our sight: only numeric
+    targets (``10.0.0.1``, ``2130706433``...) and ``localhost`` names are vetted here, and
+    the proxy's own egress rules are the boundary. Non-http(s) targets (first URL and
+    redirects) are still refused; the deadline, limits and host limiter still apply.
     """
 
     def __init__(
@@ -75,30 +100,17 @@ class Fetcher:
         address_policy: AddressPolicy = is_blocked_address,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 32,
+        host_limits: tuple[int, float] | HostLimiter = (2, 0.0),
     ):
         self.limits = limits
-        policy = None if limits.allow_private_networks else address_policy
-        transport = httpx.HTTPTransport(retries=0)
-        # httpx has no public knob for httpcore's network backend, so the pool is
-        # rebuilt with ours; without it there is no connect-time address check.
-        transport._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections // 2,
-            keepalive_expiry=30.0,
-            network_backend=GuardedBackend(policy, resolver),
-        )
-        self._client = httpx.Client(
-            transport=transport,
-            trust_env=False,  # no proxy or .netrc from the environment (HAZARDS.md)
-            follow_redirects=False,
-            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-            headers={
-                "User-Agent": limits.user_agent,
-                "Accept": ACCEPT,
-                "Accept-Encoding": ACCEPT_ENCODING,
-            },
-        )
+        self.host_limiter = host_limits if isinstance(host_limits, HostLimiter) else HostLimiter(*host_limits)
+        self._policy = None if limits.allow_private_networks else address_policy
+        self._resolver = resolver
+        self._ssl_context = ssl_context or httpx.create_ssl_context()
+        self._max_connections = max_connections
+        self._clients: dict[str | None, httpx.Client] = {}
+        self._clients_lock = threading.Lock()
+        self._client(None)
 
     def __enter__(self) -> Fetcher:
         return self
@@ -107,85 +119,135 @@ class Fetcher:
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        with self._clients_lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
     def fetch(
-        self, url: str, validators: Validators = Validators(), *, source: str | None = None
+        self,
+        url: str,
+        validators: Validators = Validators(),
+        *,
+        source: str | None = None,
+        options: RequestOptions | None = None,
     ) -> Fetched | NotModified:
-        """GET ``url`` conditionally, following up to ``limits.max_redirects`` redirects."""
-        deadline = time.monotonic() + self.limits.deadline
+        """GET ``url`` conditionally, following up to ``limits.max_redirects`` redirects.
+
+        Waiting for a free slot on a busy host counts against the total deadline; a host
+        in the Retry-After penalty box is not contacted (HTTPStatusError 429).
+        """
+        options = options or RequestOptions()
+        total = self.limits.deadline if options.timeout is None else options.timeout
+        deadline = time.monotonic() + total
+        via = f" via proxy {redact(options.proxy)}" if options.proxy else ""
+        try:
+            header_ua, extra = source_headers(options.headers, source)
+        except ValueError as e:
+            raise FetchError(f"cannot fetch {redact(url)}: {e}", source=source) from e
+        first = _checked_url(url, url, source)
+        call = _Call(url, source, deadline, total, self._client(options.proxy, url, source), via,
+                     options.user_agent or header_ua, extra, first)  # fmt: skip
         with deadline_at(deadline):
-            return self._fetch(url, validators, source, deadline)
+            return self._fetch(first, validators, call)
+
+    # --- clients ---------------------------------------------------------------------
+
+    def _client(self, proxy: str | None, url: str = "", source: str | None = None) -> httpx.Client:
+        with self._clients_lock:
+            client = self._clients.get(proxy)
+            if client is None:
+                try:
+                    # the proxy is the operator's choice: not vetted, but still deadline-bound
+                    policy = self._policy if proxy is None else None
+                    pool = guarded_pool(proxy, policy, self._resolver, self._ssl_context, self._max_connections)
+                except (ValueError, TypeError, ImportError, httpx.InvalidURL) as e:
+                    why = "a SOCKS proxy needs the socksio package (httpx[socks])" if isinstance(e, ImportError) \
+                        else "expected an http://, https://, socks5:// or socks5h:// URL"  # fmt: skip
+                    # not chained: the cause's text may quote the proxy URL with its password
+                    raise FetchError(f"cannot fetch {redact(url)}: proxy {redact(str(proxy))} is not usable: {why}", source=source) from None
+                transport = httpx.HTTPTransport(retries=0)
+                # httpx has no public knob for httpcore's network backend, so the pool is
+                # rebuilt with ours; without it there is no connect-time address check.
+                transport._pool = pool
+                client = self._clients[proxy] = httpx.Client(
+                    transport=transport,
+                    trust_env=False,  # no proxy or .netrc from the environment (HAZARDS.md)
+                    follow_redirects=False,
+                    cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+                    headers={"User-Agent": self.limits.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
+                )
+            return client
 
     # --- one fetch -------------------------------------------------------------------
 
-    def _fetch(
-        self, url: str, validators: Validators, source: str | None, deadline: float
-    ) -> Fetched | NotModified:
-        limits = self.limits
-        headers = {}
+    def _fetch(self, current: httpx.URL, validators: Validators, call: _Call) -> Fetched | NotModified:
+        headers: list[tuple[str, str | bytes]] = []
         # Sent on every hop: the validators belong to the URL that finally answered.
         if validators.etag:
-            headers["If-None-Match"] = validators.etag
+            headers.append(("If-None-Match", validators.etag))
         if validators.last_modified:
-            headers["If-Modified-Since"] = validators.last_modified
-
-        current = _checked_url(url, url, source)
+            headers.append(("If-Modified-Since", validators.last_modified))
+        if call.user_agent:
+            headers.append(("User-Agent", call.user_agent))
         seen = {current.copy_with(fragment=None)}
         hops: list[int] = []  # the status of each redirect followed
         while True:
-            timeout = self._timeout(url, deadline, source)
-            request = self._client.build_request("GET", current, headers=headers, timeout=timeout)
-            with _fetch_errors(current, source, deadline, limits):
-                response = self._client.send(request, stream=True)
+            host = host_key(current)
+            self._check_box(host, current, call)  # before queueing for a slot...
+            with _fetch_errors(current, call, self.limits), self.host_limiter.slot(host, call.deadline):
+                self._check_box(host, current, call)  # ...and after: a 429 may have come meanwhile
+                if call.via and self._policy is not None:
+                    vet_unresolved(current.host, self._policy)  # all we can see through a proxy
+                sent = headers + list(call.extra) if same_origin(call.origin, current) else headers
+                timeout = self._timeout(call)
+                request = call.client.build_request("GET", current, headers=sent, timeout=timeout)
+                response = call.client.send(request, stream=True)
                 try:
-                    target = self._redirect(response, url, seen, hops, source)
+                    target = self._redirect(response, seen, hops, call)
                     if target is None:
-                        return self._answer(response, url, validators, hops, deadline, source)
+                        return self._answer(response, validators, hops, call)
                 finally:
                     response.close()
             current = target
 
-    def _redirect(
-        self, response: httpx.Response, url: str, seen: set[httpx.URL], hops: list[int], source: str | None
-    ) -> httpx.URL | None:
+    def _check_box(self, host: str, url: httpx.URL, call: _Call) -> None:
+        until = self.host_limiter.blocked_until(host)
+        if until is not None:
+            wait = seconds_text(until - time.monotonic())
+            text = f"host {host} asked us to wait (Retry-After) — not contacted for another {wait} s"
+            raise HTTPStatusError(f"{text} (fetching {redact(str(url))})", status=429, source=call.source, retry_after=wait)
+
+    def _redirect(self, response: httpx.Response, seen: set[httpx.URL], hops: list[int], call: _Call) -> httpx.URL | None:
         """Where a redirect response sends us (recording the hop), or None if it is not one."""
         location = response.headers.get("location")
         if response.status_code not in _REDIRECTS or not location:
             return None
-        here = response.url
-        target = _checked_url(here.join(location), here, source)
+        here, url = response.url, call.url
+        target = _checked_url(here.join(location), here, call.source)
         hops.append(response.status_code)
         key = target.copy_with(fragment=None)
         if key in seen:
             raise TooManyRedirectsError(
                 f"redirect loop: {redact(str(here))} -> {redact(str(target))} (started at {redact(url)})",
-                source=source,
+                source=call.source,
             )
         if len(hops) > self.limits.max_redirects:
             raise TooManyRedirectsError(
-                f"more than {self.limits.max_redirects} redirects fetching {redact(url)}", source=source
+                f"more than {self.limits.max_redirects} redirects fetching {redact(url)}", source=call.source
             )
         seen.add(key)
         log.debug("%s: HTTP %s -> %s", redact(url), response.status_code, redact(str(target)))
         return target
 
-    def _answer(
-        self,
-        response: httpx.Response,
-        url: str,
-        sent: Validators,
-        hops: list[int],
-        deadline: float,
-        source: str | None,
-    ) -> Fetched | NotModified:
+    def _answer(self, response: httpx.Response, sent: Validators, hops: list[int], call: _Call) -> Fetched | NotModified:
         """The final, non-redirect response as our result, or its error."""
         final = str(response.url)
         headers = response.headers
         if response.status_code == 304:
             # RFC 9110 §15.4.5: a 304 may omit validators that did not change
             return NotModified(
-                url=url,
+                url=call.url,
                 final_url=final,
                 validators=Validators(
                     etag=headers.get("etag") or sent.etag,
@@ -193,22 +255,26 @@ class Fetcher:
                 ),
             )
         if not 200 <= response.status_code < 300:
-            raise _status_error(response, url, source)
+            retry_after = headers.get("retry-after") if response.status_code in (429, 503) else None
+            wait = retry_after_seconds(retry_after, time.time())
+            if wait:  # RFC 6585 §4: the host is overloaded, not just this URL
+                self.host_limiter.defer(host_key(response.url), time.monotonic() + wait, retry_after)
+            raise _status_error(response, call.url, call.source, retry_after)
         return Fetched(
-            url=url,
+            url=call.url,
             final_url=final,
             status=response.status_code,
             headers=tuple(headers.multi_items()),
-            body=_read_body(response, self.limits.max_body_bytes, deadline, response.url, source),
+            body=_read_body(response, self.limits.max_body_bytes, call.deadline, response.url, call.source),
             validators=Validators(etag=headers.get("etag"), last_modified=headers.get("last-modified")),
             permanent_url=final if hops and set(hops) <= _PERMANENT else None,
         )
 
-    def _timeout(self, url: str, deadline: float, source: str | None) -> httpx.Timeout:
+    def _timeout(self, call: _Call) -> httpx.Timeout:
         """The per-operation timeouts, none longer than the time left."""
-        left = deadline - time.monotonic()
+        left = call.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError_(_deadline_text(self.limits, url), source=source)
+            raise TimeoutError_(_deadline_text(call.total, call.url), source=call.source)
         connect = min(self.limits.connect_timeout, left)
         read = min(self.limits.read_timeout, left)
         return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
@@ -222,6 +288,13 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
 def redact(text: str) -> str:
     """``text`` with the userinfo (``user:password@``) of every URL in it removed."""
     return _USERINFO.sub(r"\1", text)
+
+
+def host_key(url: httpx.URL) -> str:
+    """The politeness key of ``url``: lower-cased ``host:port``, default port filled in."""
+    host = url.host.lower()
+    port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -252,7 +325,7 @@ def _checked_url(target: str | httpx.URL, referrer: str | httpx.URL, source: str
     return parsed
 
 
-def _status_error(response: httpx.Response, url: str, source: str | None) -> HTTPStatusError:
+def _status_error(response: httpx.Response, url: str, source: str | None, retry_after: str | None) -> HTTPStatusError:
     status = response.status_code
     try:
         reason = response.reason_phrase or http.HTTPStatus(status).phrase
@@ -262,30 +335,36 @@ def _status_error(response: httpx.Response, url: str, source: str | None) -> HTT
     text = f"HTTP {status} {reason}".rstrip() + f" from {answered}"
     if answered != redact(url):
         text += f" (redirected from {redact(url)})"
-    retry_after = response.headers.get("retry-after")
-    if retry_after and status in (429, 503):
+    if retry_after:
         text += f" (Retry-After: {retry_after[:64]})"
-    return HTTPStatusError(text, status=status, source=source)
+    return HTTPStatusError(text, status=status, source=source, retry_after=retry_after)
 
 
-def _deadline_text(limits: FetchLimits, url: str) -> str:
-    return f"total deadline of {limits.deadline:g} s exceeded fetching {redact(url)}"
+def _deadline_text(seconds: float, url: str) -> str:
+    return f"total deadline of {seconds:g} s exceeded fetching {redact(url)}"
 
 
 @contextlib.contextmanager
-def _fetch_errors(url: httpx.URL, source: str | None, deadline: float, limits: FetchLimits) -> Iterator[None]:
-    """Map httpx/httpcore/guard exceptions raised inside the block to our errors."""
-    where = redact(str(url))
+def _fetch_errors(url: httpx.URL, call: _Call, limits: FetchLimits) -> Iterator[None]:
+    """Map httpx/httpcore/guard/limiter exceptions raised inside the block to our errors."""
+    where, source = redact(str(url)) + call.via, call.source
     try:
         yield
     except FetchError:
         raise
+    except HostWaitTimeout as e:
+        gap = f", {e.min_gap:g} s apart" if e.min_gap else ""
+        raise TimeoutError_(
+            f"waited {e.waited:.1f} s for a free slot on host {e.host} (at most {e.max_per_host} "
+            f"requests at a time{gap}): {_deadline_text(call.total, where)}",
+            source=source,
+        ) from e
     except AddressBlocked as e:
         target = f"address {e.address} is" if e.host == e.address else f"{e.host} resolves to {e.address},"
         raise BlockedAddressError(f"refusing to fetch {where}: {target} {e.reason}", source=source) from e
     except httpx.TimeoutException as e:
-        if time.monotonic() >= deadline - 0.01:
-            raise TimeoutError_(_deadline_text(limits, where), source=source) from e
+        if time.monotonic() >= call.deadline - 0.01:
+            raise TimeoutError_(_deadline_text(call.total, where), source=source) from e
         if isinstance(e, httpx.ConnectTimeout):
             text = f"connect timeout ({limits.connect_timeout:g} s) fetching {where}"
         else:
@@ -293,25 +372,20 @@ def _fetch_errors(url: httpx.URL, source: str | None, deadline: float, limits: F
         raise TimeoutError_(text, source=source) from e
     except httpx.ConnectError as e:
         raise NetworkError(f"cannot connect to {where}: {redact(str(e))}", source=source) from e
-    except httpx.TransportError as e:
+    except httpx.TransportError as e:  # ProxyError included
         cause = redact(str(e)) or type(e).__name__
         raise NetworkError(f"network error fetching {where}: {cause}", source=source) from e
     except (httpx.InvalidURL, httpx.StreamError) as e:
         raise FetchError(f"cannot fetch {where}: {redact(str(e))}", source=source) from e
 
 
-# --- body: decode with a cap ---------------------------------------------------------
-
-
-def _read_body(
-    response: httpx.Response, limit: int, deadline: float, url: httpx.URL, source: str | None
-) -> bytes:
+def _read_body(response: httpx.Response, limit: int, deadline: float, url: httpx.URL, source: str | None) -> bytes:
     """The decoded body, refusing more than ``limit`` decoded bytes.
 
-    We inflate ourselves instead of using ``iter_bytes()``: httpx decodes each 64 KiB
-    network read in one call without an output bound, so a 50 KB gzip bomb becomes one
-    50 MB chunk (128 MiB peak measured) before any cap can look at it. Here no step
-    produces more than ``_PIECE`` bytes, so peak memory is about ``limit``.
+    We inflate ourselves (``netguard.decode_stream``) instead of using ``iter_bytes()``:
+    httpx decodes each 64 KiB network read in one call without an output bound, so a
+    50 KB gzip bomb becomes one 50 MB chunk (128 MiB peak measured) before any cap can
+    look at it. Here no step produces more than 64 KiB, so peak memory is about ``limit``.
     """
     codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
     codings = [c for c in codings if c not in ("", "identity")]
@@ -322,9 +396,8 @@ def _read_body(
             source=source,
         )
     try:
-        pieces = decode_stream(codings, response.iter_raw())
         body = bytearray()
-        for piece in pieces:
+        for piece in decode_stream(codings, response.iter_raw()):
             if time.monotonic() > deadline:
                 raise httpx.ReadTimeout("total fetch deadline exceeded")
             if len(body) + len(piece) > limit:
@@ -334,77 +407,6 @@ def _read_body(
                     source=source,
                 )
             body += piece
-    except (zlib.error, _UnsupportedCoding) as e:
+    except (zlib.error, UnsupportedCoding) as e:
         raise FetchError(f"cannot decode the body of {redact(str(url))}: {e}", source=source) from e
     return bytes(body)
-
-
-class _UnsupportedCoding(ValueError):
-    pass
-
-
-def decode_stream(codings: list[str], chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Undo the ``Content-Encoding`` list (applied in order, so undone in reverse),
-    lazily, yielding pieces of at most 64 KiB per coding step.
-
-    Unknown tokens pass through as httpx does (servers send ``Content-Encoding: utf-8``);
-    ``br``/``zstd``/``compress`` are known to be compressed and refused, as we never
-    asked for them. Raises ``zlib.error`` on corrupt data.
-    """
-    stream: Iterator[bytes] = iter(chunks)
-    for coding in reversed(codings):
-        if coding in ("gzip", "x-gzip"):
-            stream = _inflate(stream, gzip=True)
-        elif coding == "deflate":
-            stream = _inflate(_at_least(2, stream), gzip=False)
-        elif coding in ("br", "zstd", "compress", "x-compress"):
-            raise _UnsupportedCoding(f"unsupported Content-Encoding {coding!r}")
-    return stream
-
-
-def _inflate(chunks: Iterator[bytes], *, gzip: bool) -> Iterator[bytes]:
-    decoder: Any = None
-    ended = False  # a whole stream (or gzip member) has been decoded
-    for chunk in chunks:
-        data = chunk
-        while data or decoder is not None:
-            if decoder is None:
-                # gzip may hold several members (RFC 1952 §2.2); anything else after the
-                # end of the stream is padding or junk, ignored as gzip(1) does.
-                if ended and not (gzip and b"\x1f\x8b".startswith(data[:2])):
-                    return
-                decoder = zlib.decompressobj(31 if gzip else _deflate_wbits(data))
-            out = decoder.decompress(data, _PIECE)
-            if out:
-                yield out
-            if decoder.eof:
-                data, decoder, ended = decoder.unused_data, None, True
-                continue
-            data = decoder.unconsumed_tail
-            if not data and len(out) < _PIECE:
-                break  # input used up and no output pending: wait for the next chunk
-    if decoder is not None:
-        tail = decoder.flush()  # a truncated stream: keep what could be decoded
-        if tail:
-            yield tail
-
-
-def _at_least(n: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The same bytes, the first chunk holding at least ``n`` of them (if there are)."""
-    head = b""
-    for chunk in chunks:
-        head += chunk
-        if len(head) >= n:
-            yield head
-            yield from chunks
-            return
-    if head:
-        yield head
-
-
-def _deflate_wbits(head: bytes) -> int:
-    """"deflate" should be zlib-wrapped (RFC 9110 §8.4.1.2); many servers send raw
-    deflate. A zlib header is CM=8 with a check sum divisible by 31 (RFC 1950 §2.2)."""
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
-        return 15
-    return -15

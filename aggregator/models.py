@@ -27,6 +27,7 @@ class Source:
     category: str
     channel: str | None
     interval: int  # seconds between polls
+    options: RequestOptions = field(default_factory=lambda: RequestOptions())
 
 
 # --- fetch ---------------------------------------------------------------------------
@@ -51,6 +52,20 @@ class FetchLimits:
     max_body_bytes: int = 15 * 1024 * 1024  # counted after decompression
     max_redirects: int = 5
     allow_private_networks: bool = False
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Per-source request settings, resolved by config (secrets already substituted).
+
+    ``headers`` and ``proxy`` may hold credentials: they are left out of ``repr`` and the
+    fetcher never logs them or puts them in error texts.
+    """
+
+    user_agent: str | None = None  # overrides FetchLimits.user_agent
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # Cookie, Referer, Authorization...
+    timeout: float | None = None  # overrides FetchLimits.deadline (total seconds) for this source
+    proxy: str | None = field(default=None, repr=False)  # http://, https://, socks5:// or socks5h:// URL
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,8 @@ class NotModified:
     url: str
     final_url: str
     validators: Validators
+    headers: tuple[tuple[str, str], ...] = ()  # a 304 may refresh Cache-Control / Expires
+    permanent_url: str | None = None
 
 
 # --- parse ---------------------------------------------------------------------------
@@ -113,7 +130,9 @@ class ParsedFeed:
     version: str  # feedparser's version string ("rss20", "atom10", ...) or "json1x"
     entries: tuple[ParsedEntry, ...]
     warnings: tuple[str, ...] = ()  # tolerated problems (feedparser's bozo reason, ...)
-    ttl_minutes: int | None = None
+    ttl_minutes: int | None = None  # RSS 2.0 <ttl>
+    update_period: str | None = None  # RSS 1.0 mod_syndication sy:updatePeriod
+    update_frequency: int | None = None  # sy:updateFrequency
 
 
 @dataclass(frozen=True)
@@ -220,6 +239,10 @@ class SourceResult:
     not_modified: bool = False
     error: str | None = None
     error_kind: str | None = None
+    next_poll: datetime | None = None  # when this source is due again (None: gone)
+    moved_to: str | None = None  # a 301/308 target recorded in this poll
+    gone: bool = False  # HTTP 410: no longer polled
+    skipped: str | None = None  # why it was not polled at all (gone, backing off)
     skipped_entries: tuple[str, ...] = ()  # one message per entry that could not be used
 
 

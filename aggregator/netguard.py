@@ -13,8 +13,16 @@ handshake gets at most the time left before the deadline set with :func:`deadlin
 because httpx's timeouts are per operation and a server trickling one byte every 0.25 s
 never trips them.
 
+With a proxy, the backend connects to the proxy only, and the policy is not applied to it:
+the proxy is chosen by the operator (often on loopback: a local Tor or Privoxy), and the
+target's address is resolved by the proxy, out of our sight (see ``fetch.Fetcher``).
+
+It also holds the bounded content decoder (:func:`decode_stream`): the third defence of
+HAZARDS.md "Fetching", below httpx for the same reason (httpx's decoders have no bound).
+
 Must not: know about URLs, redirects, HTTP or our error classes (``fetch`` maps
-:class:`AddressBlocked` and httpcore's exceptions to ``aggregator.errors``).
+:class:`AddressBlocked`, :class:`UnsupportedCoding` and httpcore's exceptions to
+``aggregator.errors``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import ipaddress
 import socket
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -272,3 +281,122 @@ class GuardedBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+def vet_unresolved(host: str, policy: AddressPolicy) -> None:
+    """Judge a host we will not resolve ourselves (a proxy will): refuse a numeric host
+    (any form ``getaddrinfo`` reads without DNS: ``2130706433``, ``0x7f.1``, ``[::1]``)
+    the policy refuses, and ``localhost`` names (RFC 6761 §6.3). Raises AddressBlocked."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        raise AddressBlocked(host, host, "loopback (RFC 6761 localhost name)")
+    try:
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError):
+        return  # a name: the proxy resolves it, out of our sight
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        reason = policy(ip)
+        if reason:
+            raise AddressBlocked(host, str(ip), reason)
+
+def guarded_pool(
+    proxy: str | None, policy: AddressPolicy | None, resolver: Resolver, ssl_context: Any, max_connections: int
+) -> httpcore.ConnectionPool:
+    """An httpcore pool whose sockets all come from a :class:`GuardedBackend` — to the
+    target, or to ``proxy`` (http(s)://, socks5(h)://; userinfo becomes proxy auth).
+    Raises ValueError/ImportError (no socksio) for a proxy it cannot use."""
+    common: dict[str, Any] = dict(
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections // 2,
+        keepalive_expiry=30.0,
+        network_backend=GuardedBackend(policy, resolver),
+    )
+    if proxy is None:
+        return httpcore.ConnectionPool(**common)
+    import httpx  # only for its proxy URL parsing
+
+    p = httpx.Proxy(proxy)
+    where = httpcore.URL(scheme=p.url.raw_scheme, host=p.url.raw_host, port=p.url.port, target=p.url.raw_path)
+    if p.url.scheme in ("http", "https"):
+        return httpcore.HTTPProxy(proxy_url=where, proxy_auth=p.raw_auth, **common)
+    import socksio  # noqa: F401 -- httpcore's stand-in raises RuntimeError without it
+
+    return httpcore.SOCKSProxy(proxy_url=where, proxy_auth=p.raw_auth, **common)
+
+# --- bounded content decoding ------------------------------------------------------
+# The gzip-bomb defence (HAZARDS.md): no inflate step may produce more than _PIECE bytes.
+
+_PIECE = 64 * 1024
+
+
+class UnsupportedCoding(ValueError):
+    """A Content-Encoding we know is compressed but never asked for."""
+
+
+def decode_stream(codings: list[str], chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Undo the ``Content-Encoding`` list (applied in order, so undone in reverse),
+    lazily, yielding pieces of at most 64 KiB per coding step.
+
+    Unknown tokens pass through as httpx does (servers send ``Content-Encoding: utf-8``);
+    ``br``/``zstd``/``compress`` are known to be compressed and refused, as we never
+    asked for them. Raises ``zlib.error`` on corrupt data.
+    """
+    stream: Iterator[bytes] = iter(chunks)
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip"):
+            stream = _inflate(stream, gzip=True)
+        elif coding == "deflate":
+            stream = _inflate(_at_least(2, stream), gzip=False)
+        elif coding in ("br", "zstd", "compress", "x-compress"):
+            raise UnsupportedCoding(f"unsupported Content-Encoding {coding!r}")
+    return stream
+
+
+def _inflate(chunks: Iterator[bytes], *, gzip: bool) -> Iterator[bytes]:
+    decoder: Any = None
+    ended = False  # a whole stream (or gzip member) has been decoded
+    for chunk in chunks:
+        data = chunk
+        while data or decoder is not None:
+            if decoder is None:
+                # gzip may hold several members (RFC 1952 §2.2); anything else after the
+                # end of the stream is padding or junk, ignored as gzip(1) does.
+                if ended and not (gzip and b"\x1f\x8b".startswith(data[:2])):
+                    return
+                decoder = zlib.decompressobj(31 if gzip else _deflate_wbits(data))
+            out = decoder.decompress(data, _PIECE)
+            if out:
+                yield out
+            if decoder.eof:
+                data, decoder, ended = decoder.unused_data, None, True
+                continue
+            data = decoder.unconsumed_tail
+            if not data and len(out) < _PIECE:
+                break  # input used up and no output pending: wait for the next chunk
+    if decoder is not None:
+        tail = decoder.flush()  # a truncated stream: keep what could be decoded
+        if tail:
+            yield tail
+
+
+def _at_least(n: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The same bytes, the first chunk holding at least ``n`` of them (if there are)."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= n:
+            yield head
+            yield from chunks
+            return
+    if head:
+        yield head
+
+
+def _deflate_wbits(head: bytes) -> int:
+    """"deflate" should be zlib-wrapped (RFC 9110 §8.4.1.2); many servers send raw
+    deflate. A zlib header is CM=8 with a check sum divisible by 31 (RFC 1950 §2.2)."""
+    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+        return 15
+    return -15

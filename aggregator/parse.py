@@ -190,6 +190,8 @@ def _to_parsed_feed(result, url: str, root: str | None, warnings: list[str],
         entries=tuple(_entry(e, url, feed_link, feed_author) for e in entries),
         warnings=tuple(warnings),
         ttl_minutes=_ttl(feed.get("ttl")),
+        update_period=(_str(feed.get("sy_updateperiod")) or "").strip().lower() or None,
+        update_frequency=_ttl(feed.get("sy_updatefrequency")),
     )
 
 

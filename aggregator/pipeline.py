@@ -28,9 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import Config
-from .errors import AggregatorError, ConfigError, ParseError
+from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError
 from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
-from .store import Store
+from .schedule import Outcome, describe, next_poll
+from .store import SourceState, Store
 from .work import Processed, make_pool, process_feed
 
 log = logging.getLogger("aggregator")
@@ -69,6 +70,7 @@ class Pipeline:
         self._fetcher = None
         self._pool = None
         self._pool_lock = threading.Lock()
+        self.policy = config.poll_policy()
         self.publish_lock = threading.Lock()  # feedgen changes the process locale: one at a time
 
     # -- resources, created on first need (a warm 304 cycle never imports the parsers) --
@@ -78,7 +80,9 @@ class Pipeline:
         if self._fetcher is None:
             from .fetch import Fetcher
 
-            self._fetcher = Fetcher(self.config.fetch_limits())
+            self._fetcher = Fetcher(
+                self.config.fetch_limits(), host_limits=(self.config.host_concurrency, self.config.host_delay)
+            )
         return self._fetcher
 
     def _submit(self, body: bytes, headers, url: str, source: Source) -> Future:
@@ -126,17 +130,39 @@ class Pipeline:
         *,
         on_result: Callable[[SourceResult], None] | None = None,
         publish: bool = True,
+        due_only: bool = False,
+        include_gone: bool = False,
     ) -> CycleResult:
+        """One cycle over ``names`` (all sources when empty). ``due_only`` skips sources
+        whose next poll time (kept in the database) is still ahead — the daemon's view;
+        a gone (410) source is skipped unless ``include_gone``."""
         sources = self.select(names)
         results: list[SourceResult] = []
         posts: list[str] = []
         with Store(self.config.db_path) as store:
-            states = {s.name: store.source_state(s.name) for s in sources}
+            states: dict[str, SourceState] = {}
+            todo: list[Source] = []
+            now = self.clock()
+            for src in sources:
+                state = store.source_state(src.name)
+                if state.url and state.url != src.url:
+                    # The operator changed the URL in config.toml: a new start for it.
+                    store.reset_source(src.name, src.url)
+                    state = store.source_state(src.name)
+                states[src.name] = state
+                if state.state == "gone" and not include_gone:
+                    results.append(SourceResult(source=src.name, gone=True, skipped="gone (HTTP 410): no longer polled"))
+                elif due_only and state.next_poll and state.next_poll > now:
+                    results.append(SourceResult(source=src.name, next_poll=state.next_poll, skipped="not due yet"))
+                else:
+                    todo.append(src)
 
             def fetch_one(source: Source) -> _Outcome:
                 state = states[source.name]
                 try:
-                    got = self.fetcher.fetch(source.url, state.validators, source=source.name)
+                    got = self.fetcher.fetch(
+                        state.moved_to or source.url, state.validators, source=source.name, options=source.options
+                    )
                 except AggregatorError as e:
                     return _Outcome(source, error=e)
                 if isinstance(got, NotModified):
@@ -146,21 +172,22 @@ class Pipeline:
 
             pending: list[tuple[Source, Fetched, Future]] = []
             with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
-                futures = [threads.submit(fetch_one, s) for s in sources]
+                futures = [threads.submit(fetch_one, s) for s in todo]
                 for done in as_completed(futures):
                     outcome = done.result()
-                    now = self.clock()
+                    src, state, now = outcome.source, states[outcome.source.name], self.clock()
                     before = len(results)
-                    src = outcome.source
                     if outcome.error is not None:
-                        results.append(self._failed(store, src, outcome.error.kind, outcome.error.message, now))
-                    elif outcome.not_modified is not None:
-                        store.record_success(src.name, src.url, now=now, validators=outcome.not_modified.validators, body_hash=None)
-                        results.append(SourceResult(source=src.name, not_modified=True))
-                    elif outcome.same_body:
-                        f = outcome.fetched
-                        store.record_success(src.name, src.url, now=now, validators=f.validators, body_hash=None)
-                        results.append(SourceResult(source=src.name, not_modified=True))
+                        results.append(self._failed(store, src, state, outcome.error, now))
+                    elif outcome.not_modified is not None or outcome.same_body:
+                        got = outcome.not_modified or outcome.fetched
+                        moved = self._moved(src, state, got.permanent_url)
+                        hints = (state.ttl_minutes, state.update_period, state.update_frequency)
+                        next_at = self._next(src, now, Outcome("not-modified", headers=got.headers, ttl_minutes=hints[0],
+                                                               update_period=hints[1], update_frequency=hints[2]))
+                        store.record_success(src.name, src.url, now=now, validators=got.validators, body_hash=None,
+                                             next_poll=next_at, moved_to=moved)
+                        results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at, moved_to=moved))
                     else:
                         f = outcome.fetched
                         pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
@@ -168,7 +195,7 @@ class Pipeline:
                         on_result(results[-1])
 
             for src, fetched, future in pending:
-                now = self.clock()
+                state = states[src.name]
                 try:
                     processed: Processed = future.result(timeout=PARSE_TIMEOUT)
                 except FutureTimeout:
@@ -177,10 +204,13 @@ class Pipeline:
                 except Exception as e:  # a worker died (e.g. killed by the memory limit)
                     self._reset_pool()
                     processed = Processed(source=src.name, error=f"parser worker failed: {type(e).__name__}: {e}", error_kind=ParseError.kind)
+                now = self.clock()
                 if processed.error:
-                    result = self._failed(store, src, processed.error_kind or "parse", processed.error, now)
+                    cls = NotAFeedError if processed.error_kind == NotAFeedError.kind else ParseError
+                    err = cls(processed.error, source=src.name)
+                    result = self._failed(store, src, state, err, now)
                 else:
-                    result, written = self._store(store, src, fetched, processed, now)
+                    result, written = self._store(store, src, state, fetched, processed, now)
                     posts += written
                 results.append(result)
                 if on_result:
@@ -193,12 +223,35 @@ class Pipeline:
                 cycle = CycleResult(results=cycle.results, posts_written=cycle.posts_written, published=tuple(self._publish(store)))
         return cycle
 
-    def _failed(self, store: Store, src: Source, kind: str, message: str, now: datetime) -> SourceResult:
-        log.warning("source %s failed (%s): %s", src.name, kind, message)
-        store.record_failure(src.name, src.url, now=now, kind=kind, message=message)
-        return SourceResult(source=src.name, error=message, error_kind=kind)
+    def _next(self, src: Source, now: datetime, outcome: Outcome) -> datetime | None:
+        return next_poll(now, src.interval, outcome, key=src.name, policy=self.policy)
 
-    def _store(self, store: Store, src: Source, fetched: Fetched, processed: Processed, now: datetime):
+    def _moved(self, src: Source, state: SourceState, permanent_url: str | None) -> str | None:
+        """A 301/308 chain: fetch the new URL from now on (RFC 9110 §15.4.2) and say so."""
+        if permanent_url and permanent_url not in (src.url, state.moved_to):
+            from .fetch import redact
+
+            log.warning("source %s moved permanently to %s (run 'aggregator poll --update-moved' to write it to the config)",
+                        src.name, redact(permanent_url))
+            return permanent_url
+        return None
+
+    def _failed(self, store: Store, src: Source, state: SourceState, error: AggregatorError, now: datetime) -> SourceResult:
+        status = getattr(error, "status", None)
+        if status == 410:
+            log.warning("source %s is gone (HTTP 410): no longer polled; its articles stay published", src.name)
+            store.record_failure(src.name, src.url, now=now, kind=error.kind, message=error.message, gone=True)
+            return SourceResult(source=src.name, error=error.message, error_kind=error.kind, gone=True)
+        retry_after = getattr(error, "retry_after", None)
+        next_at = self._next(src, now, Outcome(
+            "error", status=status, error_count=state.error_count + 1,
+            headers=(("retry-after", retry_after),) if retry_after else (),
+        ))
+        log.warning("source %s failed (%s): %s; next try %s", src.name, error.kind, error.message, describe(next_at, now))
+        store.record_failure(src.name, src.url, now=now, kind=error.kind, message=error.message, next_poll=next_at)
+        return SourceResult(source=src.name, error=error.message, error_kind=error.kind, next_poll=next_at)
+
+    def _store(self, store: Store, src: Source, state: SourceState, fetched: Fetched, processed: Processed, now: datetime):
         from .publish.posts import post_name, write_post
 
         for problem in processed.problems:
@@ -208,16 +261,36 @@ class Pipeline:
         for article in applied.new + applied.updated:
             if write_post(article, self.config.posts_dir):
                 written.append(article.post_name)
+        hints = (processed.ttl_minutes, processed.update_period, processed.update_frequency)
+        next_at = self._next(src, now, Outcome("ok", headers=fetched.headers, ttl_minutes=hints[0],
+                                               update_period=hints[1], update_frequency=hints[2]))
+        moved = self._moved(src, state, fetched.permanent_url)
         # Recorded last: if anything above failed, the next poll sees a new body again.
         store.record_success(
-            src.name, src.url, now=now, validators=fetched.validators,
-            body_hash=_body_hash(fetched.body), title=processed.title,
+            src.name, src.url, now=now, validators=fetched.validators, body_hash=_body_hash(fetched.body),
+            title=processed.title, next_poll=next_at, moved_to=moved, hints=hints,
         )
         return SourceResult(
             source=src.name, new=len(applied.new), updated=len(applied.updated),
             unchanged=applied.unchanged, duplicates=applied.duplicates,
             skipped_entries=tuple(p for p in processed.problems if "skipped" in p),
+            next_poll=next_at, moved_to=moved,
         ), written
+
+    def ingest(self, source: Source, fetched: Fetched) -> SourceResult:
+        """Store a response fetched outside a cycle (``add-source``'s check) exactly as a poll
+        would, validators included: adding a feed never costs two downloads (issue 3)."""
+        with Store(self.config.db_path) as store:
+            state = store.source_state(source.name)
+            processed = process_feed(fetched.body, fetched.headers, fetched.final_url, source)
+            now = self.clock()
+            if processed.error:
+                cls = NotAFeedError if processed.error_kind == NotAFeedError.kind else ParseError
+                return self._failed(store, source, state, cls(processed.error, source=source.name), now)
+            result, _ = self._store(store, source, state, fetched, processed, now)
+            if result.new or result.updated or not (self.config.output_dir / "index.opml").exists():
+                self._publish(store)
+            return result
 
     # -- publish ----------------------------------------------------------------------
 
@@ -259,6 +332,7 @@ class FeedCheck:
     title: str | None
     entries: int
     discovered_from: str | None = None  # the page URL, when the feed was found through it
+    fetched: Fetched | None = None  # the response, so the first poll need not download it again
 
 
 def check_feed(config: Config, url: str, *, source: str | None = None) -> FeedCheck:
@@ -280,7 +354,7 @@ def check_feed(config: Config, url: str, *, source: str | None = None) -> FeedCh
             got = fetcher.fetch(url, source=source)
             assert isinstance(got, Fetched)
         feed = parse_feed(got.body, got.headers, got.final_url, source=source)
-    return FeedCheck(url=url, title=feed.title, entries=len(feed.entries), discovered_from=discovered_from)
+    return FeedCheck(url=url, title=feed.title, entries=len(feed.entries), discovered_from=discovered_from, fetched=got)
 
 
 def purge_source(config: Config, name: str) -> int:
@@ -292,3 +366,20 @@ def purge_source(config: Config, name: str) -> int:
     with Pipeline(config) as pipeline:
         pipeline.publish()
     return len(gone)
+
+
+def update_moved_sources(config: Config) -> list[tuple[str, str]]:
+    """Write every recorded 301/308 target into config.toml (``poll --update-moved``).
+    The stored state follows, validators kept, so nothing is fetched twice."""
+    from .config import set_source_url_in_file
+
+    changed = []
+    with Store(config.db_path) as store:
+        states = store.source_states()
+        for src in config.sources:
+            state = states.get(src.name)
+            if state and state.moved_to and state.moved_to != src.url:
+                set_source_url_in_file(config.path, src.name, state.moved_to)
+                store.adopt_moved_url(src.name, state.moved_to)
+                changed.append((src.name, state.moved_to))
+    return changed

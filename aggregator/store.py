@@ -26,7 +26,7 @@ from .decide import Match, Verdict, decide, pick_match
 from .errors import StoreError
 from .models import ArticleDraft, StoredArticle, Validators
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _ARTICLE_COLUMNS = (
     "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
@@ -58,6 +58,15 @@ class SourceState:
     last_success: datetime | None = None
     title: str | None = None
     articles: int = 0
+    next_poll: datetime | None = None  # None: due now (never polled) or never again (gone)
+    moved_to: str | None = None  # where a 301/308 sent us; fetched instead of the config URL
+    ttl_minutes: int | None = None
+    update_period: str | None = None
+    update_frequency: int | None = None
+
+    @property
+    def fetch_url(self) -> str | None:
+        return self.moved_to or self.url
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,12 @@ class Store:
                     {"key": str, "article_id": int}, pk="key", foreign_keys=[("article_id", "articles", "id")]
                 )
                 self.db["article_keys"].create_index(["article_id"])
+            if version < 2:
+                # issue 3: poll scheduling kept here, so a restart during a backoff does not
+                # hit the origin early; 301/308 targets; the feed's own refresh hints.
+                for column, kind in (("next_poll", str), ("moved_to", str), ("ttl_minutes", int),
+                                     ("update_period", str), ("update_frequency", int)):
+                    self.db["sources"].add_column(column, kind)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -149,7 +164,8 @@ class Store:
     def source_state(self, name: str) -> SourceState:
         row = self.db.execute(
             "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
-            " last_error_kind, last_attempt, last_success, title,"
+            " last_error_kind, last_attempt, last_success, title, next_poll, moved_to, ttl_minutes,"
+            " update_period, update_frequency,"
             " (SELECT count(*) FROM articles a WHERE a.source = s.name)"
             " FROM sources s WHERE name = ?",
             [name],
@@ -162,7 +178,8 @@ class Store:
     def source_states(self) -> dict[str, SourceState]:
         rows = self.db.execute(
             "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
-            " last_error_kind, last_attempt, last_success, title,"
+            " last_error_kind, last_attempt, last_success, title, next_poll, moved_to, ttl_minutes,"
+            " update_period, update_frequency,"
             " (SELECT count(*) FROM articles a WHERE a.source = s.name) FROM sources s"
         ).fetchall()
         states = {r[0]: _source_state(r) for r in rows}
@@ -173,33 +190,64 @@ class Store:
 
     def record_success(
         self, name: str, url: str, *, now: datetime, validators: Validators,
-        body_hash: str | None, title: str | None = None,
+        body_hash: str | None, title: str | None = None, next_poll: datetime | None = None,
+        moved_to: str | None = None, hints: tuple[int | None, str | None, int | None] | None = None,
     ) -> None:
-        """A fetch that worked (200 or 304): validators kept, health reset."""
+        """A fetch that worked (200 or 304): validators kept, health reset. ``hints`` is the
+        feed's (ttl, sy:updatePeriod, sy:updateFrequency), given when a body was parsed."""
+        ttl, period, freq = hints or (None, None, None)
         with self._write():
             self.db.execute(
                 "INSERT INTO sources (name, url, etag, last_modified, body_hash, state, error_count,"
-                " last_error, last_error_kind, last_attempt, last_success, title)"
-                " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?)"
+                " last_error, last_error_kind, last_attempt, last_success, title, next_poll, moved_to,"
+                " ttl_minutes, update_period, update_frequency)"
+                " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET url = excluded.url, etag = excluded.etag,"
                 " last_modified = excluded.last_modified,"
                 " body_hash = coalesce(excluded.body_hash, sources.body_hash), state = 'ok', error_count = 0,"
                 " last_error = NULL, last_error_kind = NULL, last_attempt = excluded.last_attempt,"
-                " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title)",
-                [name, url, validators.etag, validators.last_modified, body_hash, to_iso(now), to_iso(now), title],
+                " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title),"
+                " next_poll = excluded.next_poll, moved_to = coalesce(excluded.moved_to, sources.moved_to),"
+                " ttl_minutes = CASE WHEN ? THEN excluded.ttl_minutes ELSE sources.ttl_minutes END,"
+                " update_period = CASE WHEN ? THEN excluded.update_period ELSE sources.update_period END,"
+                " update_frequency = CASE WHEN ? THEN excluded.update_frequency ELSE sources.update_frequency END",
+                [name, url, validators.etag, validators.last_modified, body_hash, to_iso(now), to_iso(now), title,
+                 to_iso(next_poll) if next_poll else None, moved_to, ttl, period, freq,
+                 hints is not None, hints is not None, hints is not None],
             )
 
-    def record_failure(self, name: str, url: str, *, now: datetime, kind: str, message: str) -> None:
-        """A failed poll: counted and kept with its message; nothing stored is touched."""
+    def record_failure(
+        self, name: str, url: str, *, now: datetime, kind: str, message: str,
+        next_poll: datetime | None = None, gone: bool = False,
+    ) -> None:
+        """A failed poll: counted and kept with its message; nothing stored is touched.
+        ``gone`` (HTTP 410) stops polling for good; the articles stay published."""
+        state = "gone" if gone else "failing"
         with self._write():
             self.db.execute(
-                "INSERT INTO sources (name, url, state, error_count, last_error, last_error_kind, last_attempt)"
-                " VALUES (?, ?, 'failing', 1, ?, ?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, state = 'failing',"
+                "INSERT INTO sources (name, url, state, error_count, last_error, last_error_kind, last_attempt, next_poll)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, state = excluded.state,"
                 " error_count = sources.error_count + 1, last_error = excluded.last_error,"
-                " last_error_kind = excluded.last_error_kind, last_attempt = excluded.last_attempt",
-                [name, url, message, kind, to_iso(now)],
+                " last_error_kind = excluded.last_error_kind, last_attempt = excluded.last_attempt,"
+                " next_poll = excluded.next_poll",
+                [name, url, state, message, kind, to_iso(now), to_iso(next_poll) if next_poll else None],
             )
+
+    def reset_source(self, name: str, url: str) -> None:
+        """The configured URL changed (or the operator asks): forget gone/moved/backoff."""
+        with self._write():
+            self.db.execute(
+                "UPDATE sources SET url = ?, state = CASE WHEN state = 'gone' THEN 'new' ELSE state END,"
+                " moved_to = NULL, next_poll = NULL, etag = NULL, last_modified = NULL, body_hash = NULL"
+                " WHERE name = ?",
+                [url, name],
+            )
+
+    def adopt_moved_url(self, name: str, url: str) -> None:
+        """config.toml now says what the 301/308 said: keep validators and health."""
+        with self._write():
+            self.db.execute("UPDATE sources SET url = ?, moved_to = NULL WHERE name = ?", [url, name])
 
     def forget_source(self, name: str) -> list[StoredArticle]:
         """Delete a source's state and articles; returns the deleted articles (their post
@@ -371,7 +419,8 @@ def _source_state(r) -> SourceState:
         name=r[0], url=r[1], validators=Validators(etag=r[2], last_modified=r[3]), body_hash=r[4],
         state=r[5], error_count=r[6], last_error=r[7], last_error_kind=r[8],
         last_attempt=from_iso(r[9]) if r[9] else None, last_success=from_iso(r[10]) if r[10] else None,
-        title=r[11], articles=r[12],
+        title=r[11], next_poll=from_iso(r[12]) if r[12] else None, moved_to=r[13], ttl_minutes=r[14],
+        update_period=r[15], update_frequency=r[16], articles=r[17],
     )
 
 

@@ -27,6 +27,9 @@ WORKER_MEMORY_LIMIT = 2 * 1024**3  # bytes of address space per worker process
 class Processed:
     source: str
     title: str | None = None
+    ttl_minutes: int | None = None  # the feed's own refresh hints, for the poll scheduler
+    update_period: str | None = None
+    update_frequency: int | None = None
     drafts: tuple[ArticleDraft, ...] = ()
     problems: tuple[str, ...] = ()  # entries skipped, parser warnings
     error: str | None = None
@@ -48,6 +51,9 @@ def process_feed(body: bytes, headers: tuple[tuple[str, str], ...], url: str, so
     return Processed(
         source=source.name,
         title=feed.title,
+        ttl_minutes=feed.ttl_minutes,
+        update_period=feed.update_period,
+        update_frequency=feed.update_frequency,
         drafts=tuple(drafts),
         problems=tuple(problems) + tuple(f"{source.name}: {w}" for w in feed.warnings),
     )

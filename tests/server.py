@@ -8,8 +8,13 @@
 
 HTTP/1.1 with keep-alive, a thread per connection (daemon threads, so a stuck client
 never blocks shutdown). ``hits`` counts requests per (unquoted) path, query ignored; ``requests``
-records each one. Custom handlers receive the ``http.server`` handler, extended with
-``send_body(...)``, and should stop when ``srv.stopping`` is set.
+records each one (with its arrival time and the local address it came to); ``in_flight`` /
+``peak_in_flight`` count requests being answered at once. Custom handlers receive the
+``http.server`` handler, extended with ``send_body(...)``, and should stop when
+``srv.stopping`` is set.
+
+``ForwardProxy`` is a minimal HTTP forward proxy (absolute-form GET, RFC 9112 §3.2.2) that
+resolves target names from its own table and records what it relayed.
 """
 
 from __future__ import annotations
@@ -58,12 +63,17 @@ class Recorded:
     method: str
     path: str  # as requested, query included
     headers: dict[str, str]  # lower-case names
+    at: float = 0.0  # time.monotonic() when the request line and headers had arrived
+    local: str = ""  # the server address the client connected to (127.0.0.x)
+    peer: tuple[str, int] = ("", 0)  # the client's address and port (one per connection)
 
 
 class FeedServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None):
         self.hits: dict[str, int] = defaultdict(int)
         self.requests: list[Recorded] = []
+        self.in_flight = 0  # requests being answered now
+        self.peak_in_flight = 0  # the most ever answered at once
         self.stopping = threading.Event()
         self._routes: dict[str, Route | Callable[[_Handler], None]] = {}
         self._dirs: list[tuple[str, Path]] = []
@@ -224,16 +234,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, head: bool) -> None:
         srv = self.feed_server
         path = unquote(urlsplit(self.path).path)  # routes are registered unquoted
+        headers = {k.lower(): v for k, v in self.headers.items()}
         with srv._lock:
             srv.hits[path] += 1
-            srv.requests.append(Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
-        route = srv._lookup(path)
-        if route is None:
-            self.send_body(b"not found\n", status=404, content_type="text/plain")
-        elif callable(route):
-            route(self)
-        else:
-            self._static(route)
+            srv.requests.append(Recorded(self.command, self.path, headers, time.monotonic(), self.connection.getsockname()[0], self.client_address[:2]))
+            srv.in_flight += 1
+            srv.peak_in_flight = max(srv.peak_in_flight, srv.in_flight)
+        try:
+            route = srv._lookup(path)
+            if route is None:
+                self.send_body(b"not found\n", status=404, content_type="text/plain")
+            elif callable(route):
+                route(self)
+            else:
+                self._static(route)
+        finally:
+            with srv._lock:
+                srv.in_flight -= 1
 
     def _static(self, route: Route) -> None:
         etag = route.etag_value()
@@ -261,3 +278,88 @@ class _Handler(BaseHTTPRequestHandler):
             except (TypeError, ValueError):
                 return False
         return False
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on loopback for tests: relays absolute-form GETs.
+
+        with ForwardProxy(hosts={"feed.example": "127.0.0.2"}) as proxy:
+            proxy.url                      # http://127.0.0.1:<port>
+            proxy.requests[-1].path        # "http://feed.example:8080/feed.xml"
+
+    Target names are resolved from ``hosts`` only (never DNS); literal IPs go as they are.
+    ``auth``, if set, is the ``Proxy-Authorization`` value required (else 407). Hop-by-hop
+    headers and Proxy-Authorization are not forwarded. No CONNECT (https targets).
+    """
+
+    def __init__(self, hosts: dict[str, str] | None = None, *, auth: str | None = None, host: str = "127.0.0.1"):
+        self.hosts = dict(hosts or {})
+        self.auth = auth
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self._httpd = _Server((host, 0), _ProxyHandler)
+        self._httpd.feed_server = self  # type: ignore[assignment]
+        self.host, self.port = self._httpd.server_address[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="forward-proxy"
+        )
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        import http.client
+
+        proxy: ForwardProxy = self.server.feed_server  # type: ignore[assignment]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with proxy._lock:
+            proxy.requests.append(Recorded(self.command, self.path, headers, time.monotonic(), self.connection.getsockname()[0], self.client_address[:2]))
+        if proxy.auth is not None and headers.get("proxy-authorization") != proxy.auth:
+            self._reply(407, b"proxy auth required\n", [("Proxy-Authenticate", 'Basic realm="test"')])
+            return
+        target = urlsplit(self.path)
+        if target.scheme != "http" or not target.hostname:
+            self._reply(400, b"absolute-form http URL expected\n")
+            return
+        address = proxy.hosts.get(target.hostname, target.hostname)
+        conn = http.client.HTTPConnection(address, target.port or 80, timeout=10)
+        try:
+            forwarded = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            conn.request("GET", target.path + (f"?{target.query}" if target.query else "") or "/", headers=forwarded)
+            answer = conn.getresponse()
+            body = answer.read()
+        except OSError as e:
+            self._reply(502, f"bad gateway: {e}\n".encode())
+            return
+        finally:
+            conn.close()
+        passed = [(k, v) for k, v in answer.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}]
+        self._reply(answer.status, body, passed)

@@ -3,8 +3,11 @@ a cap, the total deadline, redirects, errors, and the SSRF guard (HAZARDS.md "Fe
 
 from __future__ import annotations
 
+import base64
 import gzip
 import ipaddress
+import logging
+import pickle
 import shutil
 import socket
 import ssl
@@ -27,10 +30,10 @@ from aggregator.errors import (
     TooLargeError,
     TooManyRedirectsError,
 )
-from aggregator.fetch import ACCEPT, Fetcher, decode_stream, redact
-from aggregator.models import Fetched, FetchLimits, NotModified, Validators
+from aggregator.fetch import ACCEPT, ACCEPT_ENCODING, FETCHER_OWNED_HEADERS, Fetcher, decode_stream, redact
+from aggregator.models import Fetched, FetchLimits, NotModified, RequestOptions, Validators
 from aggregator.netguard import is_blocked_address
-from tests.server import FeedServer
+from tests.server import FeedServer, ForwardProxy
 
 UA = "aggregator-test/1.0 (+https://example.org/bot)"
 RSS = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
@@ -488,8 +491,36 @@ def test_http_error_statuses(server, fetcher, status, phrase):
 
 def test_429_message_carries_retry_after(server, fetcher):
     url = server.add("/busy", b"", status=429, headers={"Retry-After": "120"})
-    with pytest.raises(HTTPStatusError, match=r"HTTP 429 Too Many Requests .*Retry-After: 120"):
+    with pytest.raises(HTTPStatusError, match=r"HTTP 429 Too Many Requests .*Retry-After: 120") as info:
         fetcher.fetch(url)
+    assert info.value.retry_after == "120"
+
+
+@pytest.mark.parametrize(
+    "status,header,expected",
+    [
+        (503, "Wed, 21 Oct 2037 07:28:00 GMT", "Wed, 21 Oct 2037 07:28:00 GMT"),  # an HTTP-date, kept raw
+        (503, "soon", "soon"),  # unparsable: still reported raw, for the record
+        (429, None, None),
+        (500, "120", None),  # RFC 9110 §10.2.3 gives it meaning on 503 and 3xx; RFC 6585 on 429
+        (403, "120", None),
+    ],
+)
+def test_retry_after_is_kept_raw_for_429_and_503_only(status, header, expected):
+    with FeedServer() as srv, Fetcher(limits()) as f:  # own limiter: the box must not leak into other tests
+        url = srv.add("/x", b"", status=status, headers={"Retry-After": header} if header else {})
+        with pytest.raises(HTTPStatusError) as info:
+            f.fetch(url, source="s")
+    assert (info.value.status, info.value.retry_after) == (status, expected)
+    assert str(info.value).startswith(f"s: HTTP {status} ") and (f"(Retry-After: {header})" in str(info.value)) == bool(expected)
+
+
+def test_http_status_error_survives_pickling():
+    e = HTTPStatusError("HTTP 429 Too Many Requests from x", status=429, source="s", retry_after="60")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is HTTPStatusError
+    assert (back.message, back.status, back.source, back.retry_after, str(back)) == (e.message, 429, "s", "60", str(e))
+    assert HTTPStatusError("m", status=404).retry_after is None  # the old call still works
 
 
 @pytest.mark.parametrize(
@@ -733,3 +764,191 @@ def test_corpus_files_arrive_byte_identical_and_revalidate(fetcher):
             assert a.body == file.read_bytes() == b.body, file.name
         again = fetcher.fetch(plain[0].url, plain[0].validators)
         assert isinstance(again, NotModified)
+
+
+# --- per-source request options --------------------------------------------------------
+
+SECRET = "tok-5f3a9c"
+
+
+def test_options_user_agent_and_headers_are_sent(server, fetcher):
+    url = server.add("/feed.xml", RSS)
+    opts = RequestOptions(
+        user_agent="custom-agent/2.0",
+        headers=(("Cookie", f"session={SECRET}"), ("Referer", "https://example.org/"), ("Authorization", f"Bearer {SECRET}"), ("X-Api-Key", SECRET)),
+    )
+    assert fetcher.fetch(url, source="s", options=opts).body == RSS
+    sent = server.requests[-1].headers
+    assert sent["user-agent"] == "custom-agent/2.0"
+    assert sent["cookie"] == f"session={SECRET}" and sent["authorization"] == f"Bearer {SECRET}"
+    assert (sent["referer"], sent["x-api-key"]) == ("https://example.org/", SECRET)
+    assert sent["accept"] == ACCEPT and sent["accept-encoding"] == ACCEPT_ENCODING
+    assert SECRET not in repr(opts)  # a logged RequestOptions shows no header values
+
+    fetcher.fetch(url)  # the next source, without options: nothing carried over
+    sent = server.requests[-1].headers
+    assert sent["user-agent"] == UA and not {"cookie", "authorization", "referer", "x-api-key"} & set(sent)
+
+
+def test_user_agent_header_counts_as_the_user_agent_option(server, fetcher):
+    url = server.add("/feed.xml", RSS)
+    fetcher.fetch(url, options=RequestOptions(headers=(("user-agent", "from-header/1"),)))
+    assert server.requests[-1].headers["user-agent"] == "from-header/1"
+    fetcher.fetch(url, options=RequestOptions(user_agent="from-option/1", headers=(("User-Agent", "from-header/1"),)))
+    assert server.requests[-1].headers["user-agent"] == "from-option/1"
+
+
+def test_fetcher_owned_headers_cannot_be_overridden(server, fetcher, caplog):
+    url = server.add("/feed.xml", RSS)
+    first = fetcher.fetch(url)
+    hostile = (
+        ("Host", "evil.example"),
+        ("Accept-Encoding", "br"),
+        ("If-None-Match", '"stale"'),
+        ("IF-MODIFIED-SINCE", "Thu, 01 Jan 1970 00:00:00 GMT"),
+        ("Range", "bytes=0-3"),
+        ("Connection", "close"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "5"),
+        ("Proxy-Authorization", f"Basic {SECRET}"),
+        ("X-Kept", "yes"),
+    )
+    assert {name.lower() for name, _ in hostile[:-1]} <= FETCHER_OWNED_HEADERS
+    with caplog.at_level(logging.WARNING, logger="aggregator"):
+        got = fetcher.fetch(url, first.validators, source="hostile", options=RequestOptions(headers=hostile))
+    assert isinstance(got, NotModified)  # the fetcher's validators were sent, not the source's
+    sent = server.requests[-1].headers
+    assert sent["host"] == f"127.0.0.1:{server.port}" and sent["accept-encoding"] == ACCEPT_ENCODING
+    assert sent["if-none-match"] == first.validators.etag and sent["if-modified-since"] == first.validators.last_modified
+    assert not {"range", "transfer-encoding", "content-length", "proxy-authorization"} & set(sent)
+    assert sent.get("connection") != "close" and sent["x-kept"] == "yes"
+    got = fetcher.fetch(url, options=RequestOptions(headers=hostile))
+    assert isinstance(got, Fetched) and got.body == RSS  # whole body, not bytes 0-3
+    logged = caplog.text
+    assert "hostile" in logged and "Accept-Encoding" in logged and "Range" in logged
+    assert SECRET not in logged and "evil.example" not in logged and "bytes=0-3" not in logged
+
+
+@pytest.mark.parametrize(
+    "header,why",
+    [(("X-Evil", f"{SECRET}\r\nX-Injected: 1"), "control character"), (("X-Nul", f"{SECRET}\x00"), "control character"),
+     (("Bad Name", SECRET), "not a valid HTTP field name"), (("", SECRET), "not a valid")],
+)  # fmt: skip
+def test_malformed_header_fails_without_showing_its_value(server, fetcher, caplog, header, why):
+    url = server.add("/feed.xml", RSS)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(FetchError, match=why) as info:
+            fetcher.fetch(url, source="s", options=RequestOptions(headers=(header,)))
+    assert info.value.source == "s" and url in str(info.value)
+    assert SECRET not in str(info.value) and SECRET not in caplog.text
+    assert server.hits["/feed.xml"] == 0
+
+
+def test_non_ascii_header_value_is_sent_as_utf8(server, fetcher):
+    url = server.add("/feed.xml", RSS)
+    fetcher.fetch(url, options=RequestOptions(headers=(("X-Name", "café"),)))
+    # http.server decodes header bytes as latin-1
+    assert server.requests[-1].headers["x-name"].encode("latin-1").decode("utf-8") == "café"
+
+
+def test_source_headers_stay_on_the_source_origin():
+    """Cookie/Authorization of a source are not handed to a host it redirects to."""
+    with FeedServer("127.0.0.1") as origin, FeedServer("127.0.0.2") as other, Fetcher(limits()) as f:
+        other.add("/feed.xml", RSS)
+        origin.add("/feed.xml", RSS)
+        origin.redirect("/away", other.url("/feed.xml"))
+        origin.redirect("/here", "/feed.xml")
+        opts = RequestOptions(user_agent="ua/3", headers=(("Cookie", f"s={SECRET}"), ("Authorization", f"Bearer {SECRET}")))
+        assert f.fetch(origin.url("/away"), options=opts).body == RSS
+        assert f.fetch(origin.url("/here"), options=opts).body == RSS
+    first, same = origin.requests[0].headers, origin.requests[2].headers
+    moved = other.requests[0].headers
+    assert first["cookie"] == same["cookie"] == f"s={SECRET}" and same["authorization"] == f"Bearer {SECRET}"
+    assert "cookie" not in moved and "authorization" not in moved
+    assert moved["user-agent"] == "ua/3"  # who we are still goes everywhere
+
+
+def test_set_cookie_never_reaches_another_source_or_the_next_poll(server, fetcher):
+    server.add("/a.xml", RSS, headers={"Set-Cookie": "tracker=abc; Path=/"})
+    server.add("/b.xml", RSS)
+    a = RequestOptions(headers=(("Cookie", "mine=a"),))
+    fetcher.fetch(server.url("/a.xml"), source="a", options=a)
+    fetcher.fetch(server.url("/b.xml"), source="b")
+    fetcher.fetch(server.url("/b.xml"), source="b2", options=RequestOptions(headers=(("Cookie", "mine=b"),)))
+    fetcher.fetch(server.url("/a.xml"), source="a", options=a)
+    cookies = [r.headers.get("cookie") for r in server.requests]
+    assert cookies == ["mine=a", None, "mine=b", "mine=a"]
+
+
+def test_timeout_option_replaces_the_total_deadline(server):
+    server.add_handler("/trickle", _trickle(server, b"HTTP/1.1 200 OK\r\nX-Slow: "))
+
+    def slow_but_fine(h):
+        time.sleep(0.8)
+        h.send_body(RSS)
+
+    server.add_handler("/slow-ok", slow_but_fine)
+    with Fetcher(limits(deadline=5.0, read_timeout=1.0)) as f:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError_, match="total deadline of 0.5 s exceeded"):
+            f.fetch(server.url("/trickle"), options=RequestOptions(timeout=0.5))
+        assert time.monotonic() - start < 2.0  # the 5 s of the limits did not apply
+    with Fetcher(limits(deadline=0.4)) as f:
+        with pytest.raises(TimeoutError_, match="total deadline of 0.4 s"):
+            f.fetch(server.url("/slow-ok"))
+        assert f.fetch(server.url("/slow-ok"), options=RequestOptions(timeout=3.0)).body == RSS
+
+
+# --- proxies ---------------------------------------------------------------------------
+
+
+def test_proxy_relays_and_resolves_the_target():
+    """Through a proxy, the target name is resolved by the proxy (ours knows no names), a
+    loopback proxy is allowed although the SSRF policy is on, and the source's headers go
+    through it; the Host header names the target."""
+    with FeedServer("127.0.0.2") as target, ForwardProxy({"feed.example": "127.0.0.2"}) as proxy:
+        target.add("/feed.xml", RSS)
+        url = target.url("/feed.xml", host="feed.example")
+        opts = RequestOptions(proxy=proxy.url, headers=(("Cookie", "c=1"),))
+        with Fetcher(limits(allow_private_networks=False), resolver=resolver({})) as f:
+            got = f.fetch(url, source="p", options=opts)
+            assert got.body == RSS and got.final_url == url
+            again = f.fetch(url, got.validators, options=opts)
+            assert isinstance(again, NotModified)
+            with pytest.raises(NetworkError, match="cannot resolve feed.example"):
+                f.fetch(url)  # without the proxy: our resolver is used, and knows nothing
+    assert [r.path for r in proxy.requests] == [url, url]  # absolute-form: the proxy's job
+    assert proxy.requests[0].peer == proxy.requests[1].peer  # one client per proxy, reused
+    seen = target.requests[0].headers
+    assert seen["host"] == f"feed.example:{target.port}" and seen["cookie"] == "c=1" and seen["user-agent"] == UA
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "2130706433", "0x7f.0.0.2", "[::1]", "[::ffff:10.0.0.1]", "169.254.169.254", "localhost", "Feeds.LOCALHOST."])
+def test_proxy_does_not_carry_numeric_private_targets(host):
+    with ForwardProxy() as proxy, Fetcher(limits(allow_private_networks=False)) as f:
+        with pytest.raises(BlockedAddressError) as info:
+            f.fetch(f"http://{host}:8080/feed.xml", source="p", options=RequestOptions(proxy=proxy.url))
+        assert "via proxy" in str(info.value) and info.value.source == "p"
+    assert proxy.requests == []
+
+
+def test_proxy_credentials_are_used_but_never_shown():
+    pw = "pr0xy-pa55"
+    auth = "Basic " + base64.b64encode(f"alice:{pw}".encode()).decode()
+    with FeedServer("127.0.0.2") as target, ForwardProxy(auth=auth) as proxy, Fetcher(limits()) as f:
+        target.add("/feed.xml", RSS)
+        good = proxy.url.replace("://", f"://alice:{pw}@")
+        assert f.fetch(target.url("/feed.xml"), options=RequestOptions(proxy=good)).body == RSS
+        assert proxy.requests[-1].headers["proxy-authorization"] == auth
+        assert "proxy-authorization" not in target.requests[-1].headers
+        errors = []
+        for bad in (proxy.url.replace("://", "://alice:wrong@"), f"http://alice:{pw}@127.0.0.1:{closed_port()}", f"ftp://alice:{pw}@127.0.0.1:1", f"socks5://alice:{pw}@127.0.0.1:{closed_port()}"):
+            with pytest.raises(FetchError) as info:
+                f.fetch(target.url("/feed.xml"), source="p", options=RequestOptions(proxy=bad))
+            errors.append(info.value)
+    assert isinstance(errors[0], HTTPStatusError) and errors[0].status == 407
+    assert isinstance(errors[1], NetworkError) and f"via proxy http://127.0.0.1:" in str(errors[1])
+    assert "not usable" in str(errors[2])
+    for e in errors:
+        assert pw not in str(e) and "alice" not in str(e), str(e)
+        assert e.__cause__ is None or pw not in str(e.__cause__)

@@ -11,7 +11,7 @@ from aggregator.decide import Match, Verdict, decide, pick_match
 from aggregator.models import ArticleDraft, Source, Validators
 from aggregator.normalize import dedup_keys
 from aggregator.pipeline import article_uid
-from aggregator.store import Store
+from aggregator.store import SCHEMA_VERSION, Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 A = Source(name="A", url="https://a.example/feed", category="news", channel=None, interval=900)
@@ -55,7 +55,22 @@ def test_decider_table():
 
 def test_wal_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_migration_from_schema_1_keeps_data(tmp_path):
+    path = tmp_path / "old.db"
+    with Store(path) as s:
+        apply(s, [draft(A, "1")])
+        s.record_success("A", A.url, now=T0, validators=Validators(etag='"e"'), body_hash="h")
+        # make it look like a database written by schema 1
+        for column in ("next_poll", "moved_to", "ttl_minutes", "update_period", "update_frequency"):
+            s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
+        s.db.execute("PRAGMA user_version = 1")
+    with Store(path) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        st = s.source_state("A")
+        assert st.validators.etag == '"e"' and st.next_poll is None and st.articles == 1
 
 
 def test_new_then_unchanged_then_update(store):
