@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from urllib.parse import urljoin, urlsplit
 
-from .clean import canonical_url, clean_html, clean_title, excerpt, first_image, html_to_text
+from .clean import clean_html
+from .text import canonical_url, clean_title, excerpt, first_image, html_to_text
 from .models import ArticleDraft, ParsedEntry, Source
 
 # XML 1.0 Char production (https://www.w3.org/TR/xml/#charsets) minus what it allows, plus

@@ -22,14 +22,8 @@ from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from aggregator.clean import (
-    canonical_url,
-    clean_html,
-    clean_title,
-    excerpt,
-    first_image,
-    html_to_text,
-)
+from aggregator.clean import clean_html
+from aggregator.text import canonical_url, clean_title, excerpt, first_image, html_to_text
 from tests.conftest import ROOT, corpus_dir, fixture_file
 
 BASE = "https://news.example.com/section/article.html"
