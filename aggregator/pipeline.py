@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .config import Config
@@ -224,7 +224,12 @@ class Pipeline:
         return cycle
 
     def _next(self, src: Source, now: datetime, outcome: Outcome) -> datetime | None:
-        return next_poll(now, src.interval, outcome, key=src.name, policy=self.policy)
+        """The next poll time, rounded up to the second the database stores (up, so a
+        Retry-After is never undercut)."""
+        at = next_poll(now, src.interval, outcome, key=src.name, policy=self.policy)
+        if at is not None and at.microsecond:
+            at = at.replace(microsecond=0) + timedelta(seconds=1)
+        return at
 
     def _moved(self, src: Source, state: SourceState, permanent_url: str | None) -> str | None:
         """A 301/308 chain: fetch the new URL from now on (RFC 9110 §15.4.2) and say so."""

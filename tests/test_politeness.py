@@ -150,19 +150,27 @@ def test_waiting_past_the_deadline_raises_and_leaves_the_queue_clean():
         assert waited < 0.01
 
 
+def assert_spaced(starts: list[float], gap: float, slack: float) -> None:
+    """Starts at least ``gap`` apart, as observed: an observation can come late (the thread
+    was descheduled after it got its slot), which shortens the next gap by as much, so
+    single gaps get ``slack``; the whole span has only the first observation's delay."""
+    starts = sorted(starts)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= gap - slack, gaps
+    assert starts[-1] - starts[0] >= len(gaps) * gap - slack / 2, gaps
+
+
 def test_limiter_spaces_request_starts_by_min_gap():
-    limiter = HostLimiter(8, min_gap=0.05)
+    limiter = HostLimiter(8, min_gap=0.08)
     starts: list[float] = []
 
     def work(_):
         with limiter.slot("h", time.monotonic() + 10):
             starts.append(time.monotonic())
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(work, range(8)))
-    starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert min(gaps) >= 0.05 - 0.002, gaps  # scheduling noise only ever adds
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(work, range(6)))
+    assert_spaced(starts, 0.08, slack=0.03)
 
 
 def test_penalty_box():
@@ -250,15 +258,14 @@ def test_at_most_k_requests_per_host_under_16_threads(k):
 
 
 def test_min_gap_between_request_starts_at_the_server():
-    gap = 0.1
+    gap = 0.08
     with FeedServer() as srv, Fetcher(limits(), host_limits=(4, gap)) as f:
         srv.add("/feed.xml", RSS)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda _: f.fetch(srv.url("/feed.xml")), range(8)))
-    arrivals = sorted(r.at for r in srv.requests)
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    # arrival is a little after the start; allow for a connect on one and not the other
-    assert len(arrivals) == 8 and min(gaps) >= gap - 0.03, gaps
+    # arrival is a little after the start (more when a new connection is opened)
+    assert len(srv.requests) == 8
+    assert_spaced([r.at for r in srv.requests], gap, slack=0.04)
 
 
 def test_hosts_do_not_wait_for_each_other_and_the_wait_counts_against_the_deadline():
