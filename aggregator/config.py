@@ -23,6 +23,7 @@ from typing import Any
 from . import USER_AGENT
 from .errors import ConfigError
 from .models import FetchLimits, RequestOptions, Source
+from .politeness import FETCHER_OWNED_HEADERS
 
 DEFAULT_CONFIG = "config.toml"
 ENV_CONFIG = "AGGREGATOR_CONFIG"
@@ -293,6 +294,8 @@ def _request_options(s: dict[str, Any], path: Path, where: str) -> RequestOption
             raise ConfigError(f"{path}: {where}.headers.{key} must be a string, not {value!r}")
         if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", key):
             raise ConfigError(f"{path}: {where}.headers: {key!r} is not a valid header name")
+        if key.lower() in FETCHER_OWNED_HEADERS:
+            raise ConfigError(f"{path}: {where}.headers.{key}: set by the fetcher itself, cannot be configured")
         if value.startswith("env:"):
             var = value[4:]
             if var not in os.environ:

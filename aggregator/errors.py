@@ -64,6 +64,10 @@ class HTTPStatusError(FetchError):
         super().__init__(message, source=source)
         self.status = status
         self.retry_after = retry_after
+        # "http-4xx" (our request or the URL is wrong: look at it) vs "http-5xx" (their
+        # server is struggling: wait) — kept with the source's last error.
+        if 400 <= status < 600:
+            self.kind = f"http-{status // 100}xx"
 
     def __reduce__(self):  # keyword-only fields: the default pickling would call cls(message)
         import functools

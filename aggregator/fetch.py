@@ -40,8 +40,8 @@ from .errors import TooManyRedirectsError
 from .models import Fetched, FetchLimits, NotModified, RequestOptions, Validators
 from .netguard import AddressBlocked, AddressPolicy, Resolver, UnsupportedCoding
 from .netguard import deadline_at, decode_stream, guarded_pool, is_blocked_address, system_resolver, vet_unresolved
-from .politeness import FETCHER_OWNED_HEADERS, HostLimiter, HostWaitTimeout, retry_after_seconds, same_origin
-from .politeness import seconds_text, source_headers
+from .politeness import FETCHER_OWNED_HEADERS, HostLimiter, HostWaitTimeout, host_key, retry_after_seconds
+from .politeness import same_origin, seconds_text, source_headers
 
 __all__ = ["ACCEPT", "FETCHER_OWNED_HEADERS", "Fetcher", "decode_stream", "host_key", "redact"]
 
@@ -58,7 +58,6 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})  # RFC 9110 §15.4.2, RFC 9538
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -134,8 +133,11 @@ class Fetcher:
     ) -> Fetched | NotModified:
         """GET ``url`` conditionally, following up to ``limits.max_redirects`` redirects.
 
-        Waiting for a free slot on a busy host counts against the total deadline; a host
-        in the Retry-After penalty box is not contacted (HTTPStatusError 429).
+        ``options`` are the source's own: its User-Agent (every hop), headers (its own
+        origin only; see ``politeness.source_headers`` for which are dropped), total
+        timeout (replaces ``limits.deadline``) and proxy. Waiting for a free slot on a busy
+        host counts against that deadline; a host in the Retry-After penalty box is not
+        contacted at all (HTTPStatusError 429 with ``retry_after`` = seconds left).
         """
         options = options or RequestOptions()
         total = self.limits.deadline if options.timeout is None else options.timeout
@@ -154,30 +156,36 @@ class Fetcher:
     # --- clients ---------------------------------------------------------------------
 
     def _client(self, proxy: str | None, url: str = "", source: str | None = None) -> httpx.Client:
+        """The client for ``proxy`` (None: direct), made on first use; ``url``/``source``
+        only name the fetch in the error for an unusable proxy."""
         with self._clients_lock:
-            client = self._clients.get(proxy)
-            if client is None:
-                try:
-                    # the proxy is the operator's choice: not vetted, but still deadline-bound
-                    policy = self._policy if proxy is None else None
-                    pool = guarded_pool(proxy, policy, self._resolver, self._ssl_context, self._max_connections)
-                except (ValueError, TypeError, ImportError, httpx.InvalidURL) as e:
-                    why = "a SOCKS proxy needs the socksio package (httpx[socks])" if isinstance(e, ImportError) \
-                        else "expected an http://, https://, socks5:// or socks5h:// URL"  # fmt: skip
-                    # not chained: the cause's text may quote the proxy URL with its password
-                    raise FetchError(f"cannot fetch {redact(url)}: proxy {redact(str(proxy))} is not usable: {why}", source=source) from None
-                transport = httpx.HTTPTransport(retries=0)
-                # httpx has no public knob for httpcore's network backend, so the pool is
-                # rebuilt with ours; without it there is no connect-time address check.
-                transport._pool = pool
-                client = self._clients[proxy] = httpx.Client(
-                    transport=transport,
-                    trust_env=False,  # no proxy or .netrc from the environment (HAZARDS.md)
-                    follow_redirects=False,
-                    cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-                    headers={"User-Agent": self.limits.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
-                )
-            return client
+            if proxy not in self._clients:
+                self._clients[proxy] = self._new_client(proxy, url, source)
+            return self._clients[proxy]
+
+    def _new_client(self, proxy: str | None, url: str, source: str | None) -> httpx.Client:
+        # the proxy is the operator's choice: not vetted, but still deadline-bound
+        policy = self._policy if proxy is None else None
+        try:
+            pool = guarded_pool(proxy, policy, self._resolver, self._ssl_context, self._max_connections)
+        except (ValueError, TypeError, ImportError, httpx.InvalidURL) as e:
+            why = "expected an http(s):// or socks5(h):// URL"
+            if isinstance(e, ImportError):
+                why = "a SOCKS proxy needs the socksio package (httpx[socks])"
+            # not chained: the cause's text may quote the proxy URL with its password
+            text = f"cannot fetch {redact(url)}: proxy {redact(str(proxy))} is not usable: {why}"
+            raise FetchError(text, source=source) from None
+        transport = httpx.HTTPTransport(retries=0)
+        # httpx has no public knob for httpcore's network backend, so the pool is
+        # rebuilt with ours; without it there is no connect-time address check.
+        transport._pool = pool
+        return httpx.Client(
+            transport=transport,
+            trust_env=False,  # no proxy or .netrc from the environment (HAZARDS.md)
+            follow_redirects=False,
+            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),  # one per client, and it keeps nothing
+            headers={"User-Agent": self.limits.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
+        )
 
     # --- one fetch -------------------------------------------------------------------
 
@@ -258,7 +266,7 @@ class Fetcher:
             retry_after = headers.get("retry-after") if response.status_code in (429, 503) else None
             wait = retry_after_seconds(retry_after, time.time())
             if wait:  # RFC 6585 §4: the host is overloaded, not just this URL
-                self.host_limiter.defer(host_key(response.url), time.monotonic() + wait, retry_after)
+                self.host_limiter.defer(host_key(response.url), time.monotonic() + wait)
             raise _status_error(response, call.url, call.source, retry_after)
         return Fetched(
             url=call.url,
@@ -288,13 +296,6 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
 def redact(text: str) -> str:
     """``text`` with the userinfo (``user:password@``) of every URL in it removed."""
     return _USERINFO.sub(r"\1", text)
-
-
-def host_key(url: httpx.URL) -> str:
-    """The politeness key of ``url``: lower-cased ``host:port``, default port filled in."""
-    host = url.host.lower()
-    port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):

@@ -13,14 +13,15 @@ handshake gets at most the time left before the deadline set with :func:`deadlin
 because httpx's timeouts are per operation and a server trickling one byte every 0.25 s
 never trips them.
 
-With a proxy, the backend connects to the proxy only, and the policy is not applied to it:
-the proxy is chosen by the operator (often on loopback: a local Tor or Privoxy), and the
-target's address is resolved by the proxy, out of our sight (see ``fetch.Fetcher``).
+With a proxy (:func:`guarded_pool`), the backend connects to the proxy only, and the
+policy is not applied to it: the proxy is chosen by the operator (often on loopback: a
+local Tor or Privoxy), and the target's name is resolved by the proxy, out of our sight;
+:func:`vet_unresolved` judges what can be judged without resolving (see ``fetch.Fetcher``).
 
 It also holds the bounded content decoder (:func:`decode_stream`): the third defence of
 HAZARDS.md "Fetching", below httpx for the same reason (httpx's decoders have no bound).
 
-Must not: know about URLs, redirects, HTTP or our error classes (``fetch`` maps
+Must not: know about target URLs, redirects, HTTP or our error classes (``fetch`` maps
 :class:`AddressBlocked`, :class:`UnsupportedCoding` and httpcore's exceptions to
 ``aggregator.errors``).
 """
@@ -300,6 +301,7 @@ def vet_unresolved(host: str, policy: AddressPolicy) -> None:
         if reason:
             raise AddressBlocked(host, str(ip), reason)
 
+
 def guarded_pool(
     proxy: str | None, policy: AddressPolicy | None, resolver: Resolver, ssl_context: Any, max_connections: int
 ) -> httpcore.ConnectionPool:
@@ -324,6 +326,7 @@ def guarded_pool(
     import socksio  # noqa: F401 -- httpcore's stand-in raises RuntimeError without it
 
     return httpcore.SOCKSProxy(proxy_url=where, proxy_auth=p.raw_auth, **common)
+
 
 # --- bounded content decoding ------------------------------------------------------
 # The gzip-bomb defence (HAZARDS.md): no inflate step may produce more than _PIECE bytes.

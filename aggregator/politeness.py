@@ -17,8 +17,8 @@ Thread-safe; one limiter is shared by every worker thread of a ``Fetcher``.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
+from datetime import datetime, timezone
 import itertools
 import logging
 import math
@@ -54,7 +54,6 @@ class _Host:
     next_start: float = 0.0  # monotonic time before which no request may start
     queue: deque[int] = field(default_factory=deque)  # tickets of waiting threads, FIFO
     blocked_until: float | None = None  # the penalty box
-    retry_after: str | None = None  # what the host said, for the record
 
 
 class HostLimiter:
@@ -143,7 +142,7 @@ class HostLimiter:
 
     # --- the penalty box -------------------------------------------------------------
 
-    def defer(self, host: str, until: float, retry_after: str | None = None) -> None:
+    def defer(self, host: str, until: float) -> None:
         """Refuse requests to ``host`` until ``time.monotonic() >= until`` (capped at
         :data:`MAX_DEFER` from now). A later, shorter deferral does not shorten the box."""
         until = min(until, time.monotonic() + MAX_DEFER)
@@ -151,7 +150,6 @@ class HostLimiter:
             state = self._hosts.setdefault(host, _Host())
             if state.blocked_until is None or until > state.blocked_until:
                 state.blocked_until = until
-                state.retry_after = retry_after
 
     def blocked_until(self, host: str) -> float | None:
         """The monotonic time until which ``host`` is in the penalty box, or None."""
@@ -160,33 +158,33 @@ class HostLimiter:
             if state is None or state.blocked_until is None:
                 return None
             if state.blocked_until <= time.monotonic():
-                state.blocked_until = state.retry_after = None
+                state.blocked_until = None
                 return None
             return state.blocked_until
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_key(url: Any) -> str:
+    """The limiter key of ``url`` (an httpx.URL): lower-cased ``host:port``, default
+    port filled in, so ``http://A.example/`` and ``http://a.example:80/`` share slots."""
+    host = url.host.lower()
+    port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --- Retry-After ---------------------------------------------------------------------
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value, given the wall-clock ``now``.
+    """Seconds to wait from a ``Retry-After`` value, given the wall-clock ``now``, capped
+    at :data:`MAX_DEFER`. One parser for the header: ``schedule.parse_retry_after``
+    (RFC 9110 §10.2.3), so the host penalty box and the stored next poll always agree."""
+    from .schedule import parse_retry_after
 
-    RFC 9110 §10.2.3: either delay-seconds or an HTTP-date. Past dates give 0; anything
-    unparsable (including negative numbers) gives None. The result is capped at
-    :data:`MAX_DEFER`.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), MAX_DEFER)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # RFC 5322 "-0000": unknown zone; HTTP dates are GMT anyway
-        return None
-    return min(max(when.timestamp() - now, 0.0), MAX_DEFER)
+    seconds = parse_retry_after(value, datetime.fromtimestamp(now, timezone.utc))
+    return None if seconds is None else min(seconds, MAX_DEFER)
 
 
 def seconds_text(seconds: float) -> str:
@@ -232,9 +230,19 @@ def source_headers(
             log.warning("%s: header %s is set by the fetcher; this source's value is ignored", source or "-", name)
         elif name.lower() == "user-agent":
             user_agent = value
+        elif not value.isascii() and not _utf8(value):
+            raise ValueError(f"the value of header {name!r} is not encodable as UTF-8")
         else:
             kept.append((name, value.strip().encode("utf-8")))
     return user_agent, tuple(kept)
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def same_origin(origin: Any, url: Any) -> bool:

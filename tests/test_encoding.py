@@ -15,6 +15,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from bs4 import BeautifulSoup
 from lxml import etree
 
 from aggregator.encoding import DETECT_LIMIT, Decoded, codec_name, decode_feed_bytes
@@ -318,3 +319,19 @@ def test_any_bytes_and_label_decode(body, label):
 def test_utf8_text_round_trips_unchanged(text):
     # No "<" (no XML declaration), no NUL (UTF-16/32 sniffing), no BOM: nothing but UTF-8.
     assert decode_feed_bytes(text.encode(), None) == Decoded(text, "utf-8")
+
+
+@pytest.mark.parametrize("path", corpus_paths("real/wucoding__*"))
+def test_chinese_feeds_titles_come_out_as_the_right_characters(path):
+    """Issue 3's second test set: Chinese sites' feeds (UTF-8, CDATA-heavy)."""
+    body = path.read_bytes()
+    feed = parse_feed(body, {}, URL)
+    joined = feed_text(feed)
+    assert re.search(SCRIPTS["GB2312"], joined), joined[:200]
+    assert not MOJIBAKE.search(" ".join(e.title or "" for e in feed.entries))
+    decl = XML_DECL.match(body)
+    text = body[decl.end():] if decl else body
+    titles = item_titles(text.decode("utf-8-sig"))
+    # feedparser decodes entities and strips markup in titles; compare the visible text
+    assert [" ".join(BeautifulSoup(e.title or "", "html.parser").get_text().split()) for e in feed.entries] == \
+        [" ".join(BeautifulSoup(t, "html.parser").get_text().split()) for t in titles]

@@ -832,7 +832,8 @@ def test_fetcher_owned_headers_cannot_be_overridden(server, fetcher, caplog):
 @pytest.mark.parametrize(
     "header,why",
     [(("X-Evil", f"{SECRET}\r\nX-Injected: 1"), "control character"), (("X-Nul", f"{SECRET}\x00"), "control character"),
-     (("Bad Name", SECRET), "not a valid HTTP field name"), (("", SECRET), "not a valid")],
+     (("Bad Name", SECRET), "not a valid HTTP field name"), (("", SECRET), "not a valid"),
+     (("X-Surrogate", f"{SECRET}\ud800"), "not encodable")],
 )  # fmt: skip
 def test_malformed_header_fails_without_showing_its_value(server, fetcher, caplog, header, why):
     url = server.add("/feed.xml", RSS)

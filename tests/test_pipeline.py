@@ -152,11 +152,11 @@ def test_bad_sources_are_recorded_and_do_not_stop_the_others(tmp_path, server):
     cfg, cycle = _poll(tmp_path, sources)
     by = {r.source: r for r in cycle.results}
     assert by["Good"].new == 1 and by["Good"].error is None
-    assert by["Err500"].error_kind == "http" and "500" in by["Err500"].error
+    assert by["Err500"].error_kind == "http-5xx" and "500" in by["Err500"].error
     assert by["Page"].error_kind == "not-a-feed" and "HTML" in by["Page"].error
     assert by["Junk"].error is not None
     assert by["Entity"].error is not None and "ENTITY" in by["Entity"].error.upper()
-    assert by["Gone"].error_kind == "http" and "404" in by["Gone"].error
+    assert by["Gone"].error_kind == "http-4xx" and "404" in by["Gone"].error
     with Store(cfg.db_path) as store:
         states = store.source_states()
     for name in ("Err500", "Page", "Junk", "Entity", "Gone"):

@@ -15,13 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregator.errors import HTTPStatusError, TimeoutError_
-from aggregator.fetch import Fetcher, host_key
+from aggregator.fetch import Fetcher
 from aggregator.models import FetchLimits, RequestOptions
 from aggregator.politeness import (
     FETCHER_OWNED_HEADERS,
     MAX_DEFER,
     HostLimiter,
     HostWaitTimeout,
+    host_key,
     retry_after_seconds,
     same_origin,
     source_headers,
@@ -177,7 +178,7 @@ def test_penalty_box():
     limiter = HostLimiter()
     now = time.monotonic()
     assert limiter.blocked_until("h:80") is None
-    limiter.defer("h:80", now + 0.2, "1")
+    limiter.defer("h:80", now + 0.2)
     assert limiter.blocked_until("h:80") == pytest.approx(now + 0.2)
     assert limiter.blocked_until("other:80") is None
     limiter.defer("h:80", now + 0.1)  # a shorter request does not shorten the box
@@ -204,12 +205,18 @@ def test_retry_after_http_date(delta, now):
     assert retry_after_seconds(value, now) == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("value", [None, "", "-5", "1.5", "soon", "١٢٠", "Wed, 99 Foo 2037 07:28:00 GMT", "Wed, 21 Oct 2037 07:28:00 -0000"])
+@pytest.mark.parametrize(
+    "value", [None, "", "-5", "1.5", "soon", "١٢٠", "Wed, 99 Foo 2037 07:28:00 GMT"]
+)
 def test_retry_after_unparsable(value):
     assert retry_after_seconds(value, 1e9) is None
 
 
-@given(st.sampled_from(sorted(FETCHER_OWNED_HEADERS)), st.randoms(use_true_random=False), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20))
+@given(
+    st.sampled_from(sorted(FETCHER_OWNED_HEADERS)),
+    st.randoms(use_true_random=False),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+)
 def test_owned_headers_are_dropped_in_any_case(name, rnd, value):
     mixed = "".join(c.upper() if rnd.random() < 0.5 else c for c in name)
     ua, kept = source_headers(((mixed, value), ("X-Keep", "1")))
@@ -325,7 +332,8 @@ def test_429_with_retry_after_puts_the_host_in_the_box():
 
 @pytest.mark.parametrize(
     "status,retry_after,boxed",
-    [(503, "60", True), (503, "date+90", True), (429, None, False), (429, "0", False), (429, "soon", False), (500, "60", False)],
+    [(503, "60", True), (503, "date+90", True), (429, None, False), (429, "0", False), (429, "soon", False),
+     (500, "60", False)],
 )
 def test_which_answers_fill_the_box(status, retry_after, boxed):
     if retry_after == "date+90":

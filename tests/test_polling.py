@@ -7,6 +7,7 @@ next poll time under a pinned clock, and that the other sources still succeed.
 from __future__ import annotations
 
 import email.utils
+import re
 import gzip
 import time
 from datetime import datetime, timedelta, timezone
@@ -117,8 +118,8 @@ def test_scripted_behaviours_in_one_cycle(tmp_path, server, second_host):
     assert by["gone"].gone and by["gone"].next_poll is None
     # failures: kind, backoff from the interval, Retry-After honoured and never undercut
     kinds = {n: by[n].error_kind for n in ("503", "slow", "endless", "bomb", "loop", "html", "429")}
-    assert kinds == {"503": "http", "slow": "timeout", "endless": "too-large", "bomb": "too-large",
-                     "loop": "redirects", "html": "not-a-feed", "429": "http"}
+    assert kinds == {"503": "http-5xx", "slow": "timeout", "endless": "too-large", "bomb": "too-large",
+                     "loop": "redirects", "html": "not-a-feed", "429": "http-4xx"}
     assert within(by["503"].next_poll, INTERVAL * (1 - JITTER), INTERVAL * (1 + JITTER), now)
     # Retry-After (120 s) is a floor; the error backoff (one interval at the first failure) is longer
     assert within(by["429"].next_poll, max(120, INTERVAL * (1 - JITTER)), INTERVAL * (1 + JITTER), now)
@@ -222,3 +223,49 @@ def test_update_moved_rewrites_config_and_keeps_validators(tmp_path, server):
     with Pipeline(cfg) as p:
         r = p.poll().results[0]
     assert r.not_modified  # validators kept: no second download after the rewrite
+
+
+def test_per_source_request_settings(tmp_path, server, monkeypatch):
+    """user_agent and headers reach the origin; a secret comes from the environment and
+    never shows in the config, the state or an error text."""
+    secret = "Bearer s3cr3t-token"
+    monkeypatch.setenv("FEED_TOKEN", secret)
+    server.add("/private.xml", rss("Private"))
+    server.add("/denied.xml", b"no", status=403, content_type="text/plain")
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'data_dir = "data"\noutput_dir = "out"\nallow_private_networks = true\n'
+        "[[sources]]\nname = \"private\"\n"
+        f'url = "{server.url("/private.xml")}"\ncategory = "c"\nuser_agent = "MyReader/1.0"\ntimeout = 5\n'
+        'headers = { Authorization = "env:FEED_TOKEN", Referer = "https://site.example/" }\n'
+        "[[sources]]\nname = \"denied\"\n"
+        f'url = "{server.url("/denied.xml")}"\ncategory = "c"\n'
+        'headers = { Authorization = "env:FEED_TOKEN" }\n',
+        encoding="utf-8",
+    )
+    cfg = load_config(path)
+    assert secret not in repr(cfg)
+    with Pipeline(cfg) as p:
+        by = {r.source: r for r in p.poll().results}
+    sent = next(r for r in server.requests if r.path == "/private.xml").headers
+    assert sent["authorization"] == secret and sent["referer"] == "https://site.example/"
+    assert sent["user-agent"] == "MyReader/1.0"
+    assert by["private"].new == 2
+    assert by["denied"].error_kind == "http-4xx" and secret not in by["denied"].error
+    with Store(cfg.db_path) as store:
+        assert all(secret not in (st.last_error or "") for st in store.source_states().values())
+
+
+@pytest.mark.parametrize("headers, needle", [
+    ('{ Authorization = "env:NOT_SET_ANYWHERE" }', "environment variable $NOT_SET_ANYWHERE is not set"),
+    ('{ Host = "evil.example" }', "set by the fetcher itself"),
+    ('{ "Bad Name" = "x" }', "not a valid header name"),
+    ('{ X = 1 }', "must be a string"),
+])
+def test_bad_header_settings_are_config_errors(tmp_path, headers, needle):
+    from aggregator.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(f'[[sources]]\nname = "a"\nurl = "https://a.example/"\ncategory = "c"\nheaders = {headers}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(path)
