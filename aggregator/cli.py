@@ -38,6 +38,9 @@ class _Group(click.Group):
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # one line per poll is ours to write; the libraries' per-request lines only with -vv
+    for noisy in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -61,6 +61,12 @@ class _Outcome:
     error: AggregatorError | None = None
 
 
+@dataclass(frozen=True)
+class _Finished:
+    result: SourceResult
+    posts: tuple[str, ...] = ()
+
+
 class Pipeline:
     """Long-lived runner: one fetcher and one worker pool, shared by every cycle."""
 
@@ -171,6 +177,20 @@ class Pipeline:
                 return _Outcome(source, fetched=got, same_body=same)
 
             pending: list[tuple[Source, Fetched, Future]] = []
+
+            def finish(block: bool) -> None:
+                """Store what the workers have parsed (all of it when ``block``), so storing
+                overlaps with the fetches still in flight. Runs on this thread only: one
+                writer."""
+                for item in [p for p in pending if block or p[2].done()]:
+                    pending.remove(item)
+                    result = self._finish_one(store, states[item[0].name], *item)
+                    if result.posts:
+                        posts.extend(result.posts)
+                    results.append(result.result)
+                    if on_result:
+                        on_result(result.result)
+
             with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
                 futures = [threads.submit(fetch_one, s) for s in todo]
                 for done in as_completed(futures):
@@ -193,28 +213,9 @@ class Pipeline:
                         pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
                     if on_result and len(results) > before:
                         on_result(results[-1])
+                    finish(block=False)
 
-            for src, fetched, future in pending:
-                state = states[src.name]
-                try:
-                    processed: Processed = future.result(timeout=PARSE_TIMEOUT)
-                except FutureTimeout:
-                    self._reset_pool()
-                    processed = Processed(source=src.name, error=f"parsing took longer than {PARSE_TIMEOUT:.0f} s", error_kind=ParseError.kind)
-                except Exception as e:  # a worker died (e.g. killed by the memory limit)
-                    self._reset_pool()
-                    processed = Processed(source=src.name, error=f"parser worker failed: {type(e).__name__}: {e}", error_kind=ParseError.kind)
-                now = self.clock()
-                if processed.error:
-                    cls = NotAFeedError if processed.error_kind == NotAFeedError.kind else ParseError
-                    err = cls(processed.error, source=src.name)
-                    result = self._failed(store, src, state, err, now)
-                else:
-                    result, written = self._store(store, src, state, fetched, processed, now)
-                    posts += written
-                results.append(result)
-                if on_result:
-                    on_result(result)
+            finish(block=True)
 
             order = {s.name: i for i, s in enumerate(sources)}
             results.sort(key=lambda r: order[r.source])
@@ -222,6 +223,25 @@ class Pipeline:
             if publish and (cycle.changed or not (self.config.output_dir / "index.opml").exists()):
                 cycle = CycleResult(results=cycle.results, posts_written=cycle.posts_written, published=tuple(self._publish(store)))
         return cycle
+
+    def _finish_one(self, store: Store, state: SourceState, src: Source, fetched: Fetched, future: Future) -> _Finished:
+        try:
+            processed: Processed = future.result(timeout=PARSE_TIMEOUT)
+        except FutureTimeout:
+            self._reset_pool()
+            processed = Processed(source=src.name, error=f"parsing took longer than {PARSE_TIMEOUT:.0f} s", error_kind=ParseError.kind)
+        except Exception as e:  # a worker died (e.g. killed by the memory limit)
+            self._reset_pool()
+            processed = Processed(source=src.name, error=f"parser worker failed: {type(e).__name__}: {e}", error_kind=ParseError.kind)
+        return self._apply(store, state, src, fetched, processed)
+
+    def _apply(self, store: Store, state: SourceState, src: Source, fetched: Fetched, processed: Processed) -> _Finished:
+        now = self.clock()
+        if processed.error:
+            cls = NotAFeedError if processed.error_kind == NotAFeedError.kind else ParseError
+            return _Finished(self._failed(store, src, state, cls(processed.error, source=src.name), now))
+        result, written = self._store(store, src, state, fetched, processed, now)
+        return _Finished(result, tuple(written))
 
     def _next(self, src: Source, now: datetime, outcome: Outcome) -> datetime | None:
         """The next poll time, rounded up to the second the database stores (up, so a
@@ -288,11 +308,9 @@ class Pipeline:
         with Store(self.config.db_path) as store:
             state = store.source_state(source.name)
             processed = process_feed(fetched.body, fetched.headers, fetched.final_url, source)
-            now = self.clock()
-            if processed.error:
-                cls = NotAFeedError if processed.error_kind == NotAFeedError.kind else ParseError
-                return self._failed(store, source, state, cls(processed.error, source=source.name), now)
-            result, _ = self._store(store, source, state, fetched, processed, now)
+            result = self._apply(store, state, source, fetched, processed).result
+            if result.error:
+                return result
             if result.new or result.updated or not (self.config.output_dir / "index.opml").exists():
                 self._publish(store)
             return result

@@ -175,6 +175,7 @@ class Phase:
     wall_s: float
     cpu_s: float  # user + sys of every process of the phase
     main_cpu_s: float  # the command's own process (with any children it reaped itself)
+    sys_s: float  # the system-time part of cpu_s (file writes, fsync, page faults)
     peak_rss_mib: float  # largest ru_maxrss of any one process
     tree_rss_mib: float  # largest sampled sum of RSS over the whole process tree
     processes: int
@@ -265,6 +266,7 @@ def run_phase(cmd: list[str], *, timeout: float, stdout=subprocess.DEVNULL, env=
         wall_s=wall,
         cpu_s=sum(u.ru_utime + u.ru_stime for u in usages),
         main_cpu_s=usages[0].ru_utime + usages[0].ru_stime,
+        sys_s=sum(u.ru_stime for u in usages),
         peak_rss_mib=max(u.ru_maxrss for u in usages) / 1024,  # KiB on Linux
         tree_rss_mib=peak_tree / 2**20,
         processes=len(usages),
@@ -355,6 +357,7 @@ def summarize(n: int, runs: list[dict]) -> dict:
     s["cold_wall_all"] = [round(r["cold"]["wall_s"], 3) for r in runs]
     s["cold_wall_min_s"] = min(s["cold_wall_all"])
     s["load_before"] = [round(r["load_before"], 2) for r in runs]
+    s["runs"] = runs  # every figure of every run, for latest.json
     s["cold_entries_per_s"] = entries / s["cold_wall_s"]
     s["floor_entries_per_s"] = entries / s["floor_wall_s"]
     s["ratio_cold_wall_floor"] = s["cold_wall_s"] / s["floor_wall_s"]
