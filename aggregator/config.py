@@ -17,6 +17,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_cache_delay", str, "24h", "Cap on how far Cache-Control, Expires, <ttl> and sy:updatePeriod push a poll."),
     Setting("max_backoff", str, "1d", "Cap on the exponential backoff of a failing source."),
     Setting("max_retry_after", str, "2d", "Cap on honouring a 429/503 Retry-After."),
+    Setting("future_skew", str, "1h", "An item dated further in the future than this gets its first-seen time."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     # key: (type, required, help)
@@ -68,6 +70,7 @@ SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     "headers": (dict, False, 'Extra request headers; a value "env:NAME" is read from $NAME (keep secrets out of the file).'),
     "timeout": ((int, float), False, "Total seconds one fetch of this source may take (overrides timeout)."),
     "proxy": (str, False, "Proxy URL for this source (http://, https://, socks5://)."),
+    "timezone": (str, False, "IANA time zone (e.g. Asia/Shanghai) for dates the feed writes without an offset."),
 }
 
 _INTERVAL_RE = re.compile(r"(\d+)\s*([smhd])")
@@ -122,6 +125,7 @@ class Config:
     max_cache_delay: int
     max_backoff: int
     max_retry_after: int
+    future_skew: timedelta
     sources: tuple[Source, ...]
 
     @property
@@ -211,6 +215,10 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
             durations[key] = parse_interval(get(key))
         except ValueError as e:
             raise ConfigError(f"{path}: '{key}': {e}") from None
+    try:
+        future_skew = parse_interval(get("future_skew"))
+    except ValueError as e:
+        raise ConfigError(f"{path}: 'future_skew': {e}") from None
     for key in ("concurrency", "items_per_feed", "host_concurrency"):
         if get(key) < 1:
             raise ConfigError(f"{path}: '{key}' must be at least 1, not {get(key)}")
@@ -263,6 +271,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
                 category=s["category"].strip(),
                 channel=(s.get("channel") or "").strip() or None,
                 interval=interval,
+                timezone=_timezone(s.get("timezone"), path, where),
                 options=_request_options(s, path, where),
             )
         )
@@ -283,8 +292,21 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         host_concurrency=get("host_concurrency"),
         host_delay=float(get("host_delay")),
         sources=tuple(sources),
+        future_skew=timedelta(seconds=future_skew),
         **durations,
     )
+
+
+def _timezone(name: str | None, path: Path, where: str) -> str | None:
+    if name is None:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{path}: {where}.timezone: unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
+    return name.strip()
 
 
 def _request_options(s: dict[str, Any], path: Path, where: str) -> RequestOptions:

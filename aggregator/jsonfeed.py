@@ -124,6 +124,8 @@ def _entry(item: dict, url: str, feed_link: str | None, feed_authors: list[str])
         base_url=link or feed_link or url,
         published=parse_rfc3339(item.get("date_published")),
         updated=parse_rfc3339(item.get("date_modified")),
+        published_raw=item.get("date_published") if isinstance(item.get("date_published"), str) else None,
+        updated_raw=item.get("date_modified") if isinstance(item.get("date_modified"), str) else None,
         author=", ".join(authors) if authors else None,
         image=_url(item.get("image"), url) or _url(item.get("banner_image"), url),
         tags=tuple(dict.fromkeys(t.strip() for t in tags if isinstance(t, str) and t.strip()))

@@ -27,6 +27,7 @@ class Source:
     category: str
     channel: str | None
     interval: int  # seconds between polls
+    timezone: str | None = None  # IANA name for dates written without an offset
     options: RequestOptions = field(default_factory=lambda: RequestOptions())
 
 
@@ -121,6 +122,8 @@ class ParsedEntry:
     author: str | None
     image: str | None  # media:thumbnail / media:content / image enclosure / JSON image
     tags: tuple[str, ...] = ()
+    published_raw: str | None = None  # the date strings as written, for dates.read_date
+    updated_raw: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class ArticleDraft:
     summary: str  # plain-text excerpt
     dedup_keys: tuple[str, ...]  # identity keys, strongest first (see normalize.dedup_keys)
     content_hash: str  # changes only when something a reader sees changes
+    date_note: str = "item"  # why the article has its date (dates.decide_date)
 
 
 # --- store ---------------------------------------------------------------------------
@@ -197,6 +201,7 @@ class StoredArticle:
     first_seen: datetime
     updated: datetime  # last time its content changed (== first_seen when never edited)
     post_name: str  # file name under <output_dir>/posts/, fixed at creation
+    date_note: str = "item"  # "item", or why the first-seen time stands in
 
     @property
     def categories(self) -> list[str]:

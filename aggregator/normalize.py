@@ -4,8 +4,8 @@ Owns: upstream identity (guid, else link, else a content hash; a guid repeated i
 feed is disambiguated by link, as Miniflux does ``guid|url``), the title fallback chain,
 which HTML becomes the body (through ``clean.clean_html``, always), the item's own image,
 the date, dedup keys and the content hash that tells an edit from a re-fetch.
-Must not: read the clock (an undated item gets ``date=None``; the store supplies the
-first-seen time, which it keeps), touch files or the database, or format for Hexo (that is
+Must not: read the clock (``now`` is passed in to judge dates; an undated item gets
+``date=None`` and the store supplies the first-seen time, which it keeps), touch files or the database, or format for Hexo (that is
 ``publish.posts``).
 """
 
@@ -15,9 +15,13 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 from urllib.parse import urljoin, urlsplit
 
 from .clean import clean_html
+from .dates import decide_date, read_date
 from .text import canonical_url, clean_title, excerpt, first_image, html_to_text
 from .models import ArticleDraft, ParsedEntry, Source
 
@@ -85,7 +89,7 @@ def _title(entry: ParsedEntry, text: str) -> str:
     first_line = text.strip().split("\n", 1)[0].strip()
     if first_line:
         return first_line[:TITLE_FALLBACK_CHARS].rstrip() + ("…" if len(first_line) > TITLE_FALLBACK_CHARS else "")
-    date = entry.published or entry.updated
+    date = item_date(entry, Source(name="", url="", category="", channel=None, interval=0))
     if date:
         return date.strftime("%Y-%m-%d %H:%M")
     return "Untitled"
@@ -115,7 +119,18 @@ def upstream_guids(entries: Sequence[ParsedEntry]) -> list[str]:
     return out
 
 
-def normalize_entry(entry: ParsedEntry, source: Source, guid: str) -> ArticleDraft:
+@lru_cache(maxsize=64)
+def _zone(name: str | None) -> ZoneInfo | None:
+    return ZoneInfo(name) if name else None
+
+
+def item_date(entry: ParsedEntry, source: Source):
+    """Published, else updated — each read with the source's timezone for naive dates."""
+    tz = _zone(source.timezone)
+    return read_date(entry.published_raw, entry.published, tz) or read_date(entry.updated_raw, entry.updated, tz)
+
+
+def normalize_entry(entry: ParsedEntry, source: Source, guid: str, now: datetime, future_skew: timedelta) -> ArticleDraft:
     base = entry.base_url
     link = _http_url(entry.link, base)
     raw_body = entry.content or entry.summary or ""
@@ -125,7 +140,7 @@ def normalize_entry(entry: ParsedEntry, source: Source, guid: str) -> ArticleDra
     image = _http_url(entry.image, base or link) or first_image(body)
     summary_src = html_to_text(xml_safe(clean_html(xml_safe(entry.summary), base or link))) if entry.summary else text
     summary = excerpt(summary_src or text)
-    date = entry.published or entry.updated
+    date, date_note = decide_date(item_date(entry, source), now, future_skew)
     author = source.name  # the seed's author is the source's display name
     content_hash = _sha(title, link or "", date.isoformat() if date else "", image or "", body)
     return ArticleDraft(
@@ -142,16 +157,21 @@ def normalize_entry(entry: ParsedEntry, source: Source, guid: str) -> ArticleDra
         summary=summary,
         dedup_keys=dedup_keys(source, guid, link, title, text),
         content_hash=content_hash,
+        date_note=date_note,
     )
 
 
-def normalize_entries(entries: Sequence[ParsedEntry], source: Source) -> tuple[list[ArticleDraft], list[str]]:
-    """All entries of one feed. A bad entry is reported and skipped, never the feed."""
+def normalize_entries(
+    entries: Sequence[ParsedEntry], source: Source, *, now: datetime, future_skew: timedelta = timedelta(hours=1)
+) -> tuple[list[ArticleDraft], list[str]]:
+    """All entries of one feed. A bad entry is reported and skipped, never the feed.
+    ``now`` only judges dates (an item dated beyond ``now + future_skew`` gets its
+    first-seen time); it is passed in, never read here."""
     drafts: list[ArticleDraft] = []
     problems: list[str] = []
     for i, (entry, guid) in enumerate(zip(entries, upstream_guids(entries))):
         try:
-            drafts.append(normalize_entry(entry, source, guid))
+            drafts.append(normalize_entry(entry, source, guid, now, future_skew))
         except Exception as e:  # noqa: BLE001 - one entry must not fail its feed (STYLE habit 5)
             problems.append(f"{source.name}: entry {i + 1} ({(entry.title or entry.link or guid)[:60]!r}) skipped: {type(e).__name__}: {e}")
     return drafts, problems

@@ -218,6 +218,8 @@ def _entry(e, url: str, feed_link: str | None, feed_author: str | None) -> Parse
         # dict.get: FeedParserDict maps a missing "updated" onto "published" (issue 310).
         published=_datetime(dict.get(e, "published_parsed")),
         updated=_datetime(dict.get(e, "updated_parsed")),
+        published_raw=_str(dict.get(e, "published")),
+        updated_raw=_str(dict.get(e, "updated")),
         author=_author(e) or feed_author,
         image=_image(e, base),
         tags=tuple(dict.fromkeys(t.strip() for t in tags if t)),

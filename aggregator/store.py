@@ -26,11 +26,11 @@ from .decide import Match, Verdict, decide, pick_match
 from .errors import StoreError
 from .models import ArticleDraft, StoredArticle, Validators
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _ARTICLE_COLUMNS = (
     "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
-    " summary, content_hash, first_seen, updated, post_name"
+    " summary, content_hash, first_seen, updated, post_name, date_note"
 )
 
 
@@ -141,6 +141,9 @@ class Store:
                 for column, kind in (("next_poll", str), ("moved_to", str), ("ttl_minutes", int),
                                      ("update_period", str), ("update_frequency", int)):
                     self.db["sources"].add_column(column, kind)
+            if version < 3:
+                # issue 4: why an article has its date (item, or first seen because ...)
+                self.db["articles"].add_column("date_note", str, not_null_default="item")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -290,12 +293,12 @@ class Store:
                     date = draft.date or now
                     cur = self.db.execute(
                         f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             uid, draft.source, draft.category, draft.channel, draft.guid, draft.link,
                             draft.title, draft.author, to_iso(date), draft.image, draft.body_html,
                             draft.summary, draft.content_hash, now_s, now_s,
-                            self._free_post_name(name_post(draft.title, date, uid)),
+                            self._free_post_name(name_post(draft.title, date, uid)), draft.date_note,
                         ],
                     )
                     article_id = cur.lastrowid
@@ -306,11 +309,13 @@ class Store:
                         # An undated item keeps its first-seen date: only a real date moves it.
                         self.db.execute(
                             "UPDATE articles SET guid = ?, link = ?, title = ?, date = coalesce(?, date),"
+                            " date_note = CASE WHEN ? IS NULL THEN date_note ELSE ? END,"
                             " image = ?, body_html = ?, summary = ?, content_hash = ?, updated = ?"
                             " WHERE id = ?",
                             [
                                 draft.guid, draft.link, draft.title,
-                                to_iso(draft.date) if draft.date else None, draft.image,
+                                to_iso(draft.date) if draft.date else None,
+                                to_iso(draft.date) if draft.date else None, draft.date_note, draft.image,
                                 draft.body_html, draft.summary, draft.content_hash, now_s, article_id,
                             ],
                         )
@@ -429,4 +434,5 @@ def _article(r) -> StoredArticle:
         id=r[0], uid=r[1], source=r[2], category=r[3], channel=r[4], guid=r[5], link=r[6],
         title=r[7], author=r[8], date=from_iso(r[9]), image=r[10], body_html=r[11], summary=r[12],
         content_hash=r[13], first_seen=from_iso(r[14]), updated=from_iso(r[15]), post_name=r[16],
+        date_note=r[17],
     )

@@ -16,6 +16,7 @@ import os
 import resource
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from .errors import AggregatorError, ParseError
 from .models import ArticleDraft, Source
@@ -36,7 +37,9 @@ class Processed:
     error_kind: str | None = None
 
 
-def process_feed(body: bytes, headers: tuple[tuple[str, str], ...], url: str, source: Source) -> Processed:
+def process_feed(
+    body: bytes, headers: tuple[tuple[str, str], ...], url: str, source: Source, now: datetime, future_skew: timedelta
+) -> Processed:
     """Parse one body and normalize its entries. Never raises for bad input."""
     from .normalize import normalize_entries
     from .parse import parse_feed
@@ -47,7 +50,7 @@ def process_feed(body: bytes, headers: tuple[tuple[str, str], ...], url: str, so
         return Processed(source=source.name, error=e.message, error_kind=e.kind)
     except MemoryError:
         return Processed(source=source.name, error="feed too large to parse within the worker's memory limit", error_kind=ParseError.kind)
-    drafts, problems = normalize_entries(feed.entries, source)
+    drafts, problems = normalize_entries(feed.entries, source, now=now, future_skew=future_skew)
     return Processed(
         source=source.name,
         title=feed.title,

@@ -47,6 +47,7 @@ from aggregator.publish import (
     write_atomic,
     write_post,
 )
+from aggregator.publish.feeds import feed_image_url, image_type
 from aggregator.publish.posts import POST_NAME_RE, hexo_body, strip_illegal_chars
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,7 @@ UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 BASE_URL = "https://news.example.org/feeds/"
 SITE = "Aggregator"
 ATOM = "{http://www.w3.org/2005/Atom}"
+MEDIA = "{http://search.yahoo.com/mrss/}"
 T0 = datetime(2021, 11, 10, 11, 50, 52, tzinfo=timezone.utc)
 BLANK_LINE = re.compile(r"\n\s*\n")
 FM_KEYS = ["title", "categories", "headimg", "author", "comments", "date", "thumbnail"]
@@ -504,6 +506,156 @@ def test_rss_channel_links_and_build_date():
     assert all(i.findtext(content) for i in items)
 
 
+# --- images -----------------------------------------------------------------------------
+
+
+def image_articles() -> list[StoredArticle]:
+    """Newest first: a PNG, an extension-less CDN image, and no image (placeholder only)."""
+    return [
+        make_article(1, "with png", image="https://img.example.org/covers/1.PNG?w=640&h=480"),
+        make_article(2, "cdn image", date=T0 - timedelta(hours=1),
+                     image="https://cdn.example.net/i/9f86d081884c7d65"),
+        make_article(3, "no image", date=T0 - timedelta(hours=2)),
+    ]
+
+
+def atom_links(entry) -> list[tuple[str | None, str | None, str]]:
+    return [(link.get("rel"), link.get("type"), link.get("href"))
+            for link in entry.findall(f"{ATOM}link")]
+
+
+def test_rss_items_carry_their_own_image_as_media_thumbnail_only():
+    articles = image_articles()
+    data = render_rss(feed_spec("金融"), articles, base_url=BASE_URL, site_title=SITE)
+    feed = parsed(data)
+    assert [e.title for e in feed.entries] == ["with png", "cdn image", "no image"]
+    assert feed.entries[0].media_thumbnail[0]["url"] == articles[0].image
+    assert feed.entries[1].media_thumbnail[0]["url"] == articles[1].image
+    assert "media_thumbnail" not in feed.entries[2]
+    # no <enclosure>: podcast clients would take the picture for the item's media file
+    assert all(e.enclosures == [] for e in feed.entries)
+    items = etree.fromstring(data).findall("channel/item")
+    assert [len(i.findall("enclosure")) for i in items] == [0, 0, 0]
+    # a direct child of <item>, not wrapped in <media:group> (feedgen's default)
+    assert [[t.get("url") for t in i.findall(f"{MEDIA}thumbnail")] for i in items] == [
+        [articles[0].image], [articles[1].image], []]
+    assert not etree.fromstring(data).findall(f".//{MEDIA}group")
+    # the Hexo placeholder never reaches a feed
+    assert articles[2].thumbnail.startswith("https://picsum.photos/")
+    assert b"picsum" not in data
+
+
+def test_atom_entries_carry_their_image_as_enclosure_link_and_thumbnail():
+    articles = image_articles()
+    data = render_atom(feed_spec("金融"), articles, base_url=BASE_URL, site_title=SITE)
+    feed = parsed(data)
+    first, second, third = feed.entries
+    assert [(e.href, e.type) for e in first.enclosures] == [(articles[0].image, "image/png")]
+    assert [(e.href, e.type) for e in second.enclosures] == [(articles[1].image, "image/jpeg")]
+    assert third.enclosures == []
+    assert [e.get("link") for e in feed.entries] == [a.link for a in articles]
+    assert first.media_thumbnail[0]["url"] == articles[0].image
+    assert "media_thumbnail" not in third
+    entries = etree.fromstring(data).findall(f"{ATOM}entry")
+    # RFC 4287: rel defaults to "alternate", and one alternate per type at most; the
+    # image must not become a second one (feedgen 1.0.0 drops rel on entry links)
+    assert atom_links(entries[0]) == [(None, None, articles[0].link),
+                                      ("enclosure", "image/png", articles[0].image)]
+    assert atom_links(entries[1])[1:] == [("enclosure", "image/jpeg", articles[1].image)]
+    assert atom_links(entries[2]) == [(None, None, articles[2].link)]
+    for entry in entries:
+        assert all(link.get("length") is None for link in entry.findall(f"{ATOM}link"))
+    assert b"picsum" not in data
+
+
+@pytest.mark.parametrize("url, mime_type", [
+    ("https://img.example.org/a.PNG", "image/png"),
+    ("https://img.example.org/a.b.jpeg?format=png", "image/jpeg"),
+    ("https://img.example.org/x.gif#frag.png", "image/gif"),
+    ("https://img.example.org/x.webp", "image/webp"),
+    ("https://img.example.org/x.svg", "image/svg+xml"),
+    ("https://img.example.org/x.avif", "image/avif"),
+    ("https://img.example.org/render.php?img=a.png", "image/jpeg"),
+    ("https://img.example.org/dir.png/", "image/jpeg"),
+    ("https://img.example.org/.png", "image/jpeg"),
+    ("https://img.example.org/archive.zip", "image/jpeg"),
+    ("https://img.example.org", "image/jpeg"),
+])
+def test_image_type_comes_from_the_last_path_segment(url, mime_type):
+    assert image_type(url) == mime_type
+
+
+WEIRD_IMAGES = [
+    # as stored -> as published (what a browser's URL parser fetches)
+    ("  https://img.example.org/a b.jpg\n", "https://img.example.org/a%20b.jpg"),
+    ('https://img.example.org/"q"<x>&y.png?a=1&b=\'2\'',
+     "https://img.example.org/%22q%22%3Cx%3E&y.png?a=1&b='2'"),
+    ("https://例子.测试/图片.jpg?名=值", "https://例子.测试/图片.jpg?名=值"),
+    ("https://img.example.org/{a}`b`|c^.gif#top", "https://img.example.org/%7Ba%7D%60b%60|c^.gif#top"),
+    ("https://img.example.org/line\r\nbreak\t.png", "https://img.example.org/linebreak.png"),
+    ("https://img.example.org/x\x00\x0b\x1b\ufffe\ud800y.png", "https://img.example.org/xy.png"),
+    ("https://img.example.org/already%20encoded%22.png", "https://img.example.org/already%20encoded%22.png"),
+    ("HTTP://IMG.example.org/upper.png", "HTTP://IMG.example.org/upper.png"),
+]
+
+
+@pytest.mark.parametrize("image, published", WEIRD_IMAGES)
+def test_weird_image_urls_are_published_as_valid_urls(image, published):
+    assert feed_image_url(image) == published
+    article = make_article(1, "weird", image=image)
+    for render in (render_rss, render_atom):
+        data = render(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+        etree.fromstring(data)  # well-formed
+        entry = parsed(data).entries[0]
+        assert entry.media_thumbnail[0]["url"] == published
+        if render is render_atom:
+            assert [e.href for e in entry.enclosures] == [published]
+
+
+@pytest.mark.parametrize("image", [
+    "", " ", "javascript:alert(1)//x.png", "data:image/png;base64,iVBORw0KGgo=",
+    "//img.example.org/scheme-relative.png", "/relative.png", "ftp://img.example.org/x.png",
+    "http://[::1/x.png", "https://", "\x00\ufffe",
+])
+def test_unusable_image_urls_are_left_out_not_fatal(image):
+    assert feed_image_url(image) is None
+    article = make_article(1, "x", image=image)
+    for render in (render_rss, render_atom):
+        data = render(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+        entry = parsed(data).entries[0]
+        assert entry.title == "x"
+        assert "media_thumbnail" not in entry and entry.get("enclosures", []) == []
+        assert b"picsum" not in data
+
+
+url_tail = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tail=url_tail, prefix=st.sampled_from(["https://img.example.org/", "http://例子.测试/", ""]))
+def test_any_image_url_gives_well_formed_feeds(tail, prefix):
+    image = prefix + tail
+    published = feed_image_url(image)
+    article = make_article(1, "t", image=image)
+    rss = render_rss(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+    atom = render_atom(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+    rss_item = etree.fromstring(rss).find("channel/item")
+    atom_entry = etree.fromstring(atom).find(f"{ATOM}entry")
+    thumbnails = [t.get("url") for t in rss_item.findall(f"{MEDIA}thumbnail")]
+    enclosures = [l.get("href") for l in atom_entry.findall(f"{ATOM}link[@rel='enclosure']")]
+    if published is None:
+        assert thumbnails == enclosures == []
+    else:
+        assert thumbnails == enclosures == [published]
+        assert not re.search(r'[\x00-\x20"<>`{}\x7f]', published)
+        assert published.split(":", 1)[0].lower() in ("http", "https")
+    for data in (rss, atom):
+        parsed(data)
+    if re.fullmatch(r"[A-Za-z0-9/._~-]*", tail) and prefix:
+        assert published == image  # a plain URL is published unchanged
+        assert parsed(rss).entries[0].media_thumbnail[0]["url"] == image
+
+
 def test_empty_feed_is_dated_epoch():
     spec = feed_spec("空")
     rss = parsed(render_rss(spec, [], base_url=BASE_URL, site_title=SITE))
@@ -526,7 +678,8 @@ def test_illegal_characters_do_not_kill_the_feed(tmp_path):
     articles = [
         make_article(1, f"bad{dirty}title", body=f"<p>body{dirty}text</p>",
                      author=f"au{dirty}thor", summary=f"sum{dirty}mary",
-                     link=f"https://x.example/{dirty}1", channel=f"ch{dirty}"),
+                     link=f"https://x.example/{dirty}1", channel=f"ch{dirty}",
+                     image=f"https://img.example.org/{dirty}1.png"),
         make_article(2, "good", date=T0 - timedelta(hours=1)),
         make_article(3, "emoji from a pair \ud83d\ude00", date=T0 - timedelta(hours=2)),
     ]
@@ -540,6 +693,7 @@ def test_illegal_characters_do_not_kill_the_feed(tmp_path):
         assert [e.title for e in feed.entries] == ["badtitle", "good", "emoji from a pair 😀"]
         assert visible_text(feed.entries[0].content[0].value) == "bodytext"
         assert feed.entries[0].author == "author"
+        assert feed.entries[0].media_thumbnail[0]["url"] == "https://img.example.org/1.png"
     post = render_post(articles[0])
     assert frontmatter.loads(post)["title"] == "badtitle"
     post.encode("utf-8")

@@ -55,7 +55,7 @@ def test_decider_table():
 
 def test_wal_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_migration_from_schema_1_keeps_data(tmp_path):
@@ -66,11 +66,13 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
         # make it look like a database written by schema 1
         for column in ("next_poll", "moved_to", "ttl_minutes", "update_period", "update_frequency"):
             s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
+        s.db.execute("ALTER TABLE articles DROP COLUMN date_note")
         s.db.execute("PRAGMA user_version = 1")
     with Store(path) as s:
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         st = s.source_state("A")
         assert st.validators.etag == '"e"' and st.next_poll is None and st.articles == 1
+        assert s.all_articles()[0].date_note == "item"
 
 
 def test_new_then_unchanged_then_update(store):

@@ -22,7 +22,20 @@ Decisions (see HAZARDS.md, "Publishing"):
 - ``lastBuildDate`` / ``<updated>``: the newest ``article.updated`` among the items; an
   empty feed says 1970-01-01T00:00:00Z (EPOCH) so that it too is byte-stable;
 - every string is stripped of XML-illegal characters first; an item that still fails is
-  left out with a warning, never the whole feed.
+  left out with a warning, never the whole feed;
+- images (``feed_image_url``): only the item's *own* image (``article.image``) is
+  published. The picsum placeholder of ``article.thumbnail`` is for Hexo themes, which
+  need some picture; in a feed a random photo would pass for the article's. An item
+  without an image gets no image element at all.
+  RSS: ``<media:thumbnail url=…/>`` (Media RSS, http://search.yahoo.com/mrss/), the
+  element readers look at for an item's picture. No ``<enclosure>``: RSS 2.0 allows one
+  per item and podcast clients download it as the item's media file.
+  Atom: ``<link rel="enclosure" type="image/…" href=…/>`` (RFC 4287 §4.2.7.2; Atom allows
+  any number; ``length`` is optional and omitted, the type is guessed from the extension)
+  plus the same ``<media:thumbnail>`` as RSS, so both formats name the same picture.
+  The URL is published as the WHATWG URL parser would fetch it: tab/CR/LF removed, the
+  ASCII characters never valid in a URL (space, ``"<>`{}``, controls) percent-encoded,
+  non-ASCII kept (an IRI); anything but an absolute http(s) URL is left out.
 
 Threads: feedgen formats RFC 822 dates by switching the *process-wide* locale to C and
 back. ``_FEEDGEN_LOCK`` serialises our own renders, but nothing else in the process may
@@ -34,16 +47,19 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
+import re
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from feedgen.entry import FeedEntry
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
+from feedgen.util import xml_elem
 
 from aggregator import __version__
 from aggregator.errors import PublishError
@@ -131,6 +147,80 @@ def feed_title(spec: FeedSpec, site_title: str) -> str:
     return strip_illegal_chars(f"{site_title} · {spec.title}")
 
 
+# --- images ---------------------------------------------------------------------------
+
+#: Fixed here rather than ``mimetypes``, which reads the host's mime.types: another
+#: machine could answer differently and the output would no longer be byte-identical.
+IMAGE_TYPES = {
+    "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "jfif": "image/jpeg",
+    "png": "image/png", "apng": "image/apng", "gif": "image/gif", "webp": "image/webp",
+    "avif": "image/avif", "svg": "image/svg+xml", "bmp": "image/bmp", "ico": "image/x-icon",
+    "tif": "image/tiff", "tiff": "image/tiff", "heic": "image/heic", "heif": "image/heif",
+    "jxl": "image/jxl",
+}
+DEFAULT_IMAGE_TYPE = "image/jpeg"  # most feed images without an extension are JPEG (CDNs)
+
+# WHATWG URL Standard, "basic URL parser": tab and newlines are removed anywhere, C0
+# controls and spaces trimmed at both ends, and the "path percent-encode set" minus its
+# structural "#" and "?" is percent-encoded (C0 controls, space, " < > ` { } and DEL).
+_URL_REMOVED = re.compile(r"[\t\n\r]")
+_URL_TRIMMED = "".join(map(chr, range(0x21)))
+_URL_ESCAPED = {c: f"%{c:02X}" for c in [*range(0x20), 0x7F, *map(ord, ' "<>`{}')]}
+
+
+def feed_image_url(image: str | None) -> str | None:
+    """The item's own image URL as the feeds publish it, or None when there is none to
+    publish (no image, or not an absolute http(s) URL). Never the placeholder."""
+    if not image:
+        return None
+    url = _URL_REMOVED.sub("", strip_illegal_chars(image)).strip(_URL_TRIMMED)
+    url = url.translate(_URL_ESCAPED)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1" and other broken hosts
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return url
+
+
+def image_type(url: str) -> str:
+    """MIME type from the extension of the URL's last path segment (query ignored)."""
+    try:
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+    except ValueError:
+        return DEFAULT_IMAGE_TYPE
+    stem, dot, extension = name.rpartition(".")
+    return IMAGE_TYPES.get(extension.lower(), DEFAULT_IMAGE_TYPE) if dot and stem else DEFAULT_IMAGE_TYPE
+
+
+class _NoFeedExtension(BaseExtension):
+    """Feed level of ``_AtomEnclosure``: nothing to add (no new namespace either)."""
+
+
+class _AtomEnclosure(BaseEntryExtension):
+    """Writes Atom ``<link rel="enclosure">`` elements, which feedgen 1.0.0 cannot:
+    ``FeedEntry.atom_entry()`` rebinds its loop variable to the new element and then reads
+    ``rel``/``type`` from it, so every entry link comes out as a bare ``<link href>`` --
+    an image would become a second ``rel="alternate"`` (forbidden by RFC 4287 §4.1.1).
+    ``FeedEntry.link(rel="enclosure")`` would also set the RSS ``<enclosure>``."""
+
+    def __init__(self) -> None:
+        self._links: list[tuple[str, str]] = []
+
+    def add(self, href: str, mime_type: str) -> None:
+        self._links.append((href, mime_type))
+
+    def extend_atom(self, entry):
+        for href, mime_type in self._links:
+            # Unqualified like feedgen's own children: the root carries xmlns=Atom.
+            xml_elem("link", entry, href=href, rel="enclosure", type=mime_type)
+        return entry
+
+    def extend_rss(self, item):
+        return item
+
+
 # --- rendering ------------------------------------------------------------------------
 
 
@@ -187,6 +277,13 @@ def _fill_entry(fe: FeedEntry, article: StoredArticle, *, rss: bool) -> None:
     terms = [strip_illegal_chars(c) for c in article.categories]
     if any(terms):
         fe.category([{"term": t} for t in terms if t])
+    image = feed_image_url(article.image)
+    if image:
+        if not rss:
+            fe.atom_enclosure.add(image, image_type(image))
+        # group=None: feedgen's default group "default" wraps every thumbnail in a
+        # <media:group>, which readers looking for item/media:thumbnail do not search.
+        fe.media.thumbnail(url=image, group=None)
 
 
 def _render(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
@@ -202,6 +299,11 @@ def _render(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
             fg = _new_feed(spec, items, base_url=base_url, site_title=site_title,
                            self_path=spec.atom_path, self_type="application/atom+xml")
             fg.author(name=strip_illegal_chars(site_title) or GENERATOR)
+            fg.register_extension("atom_enclosure", _NoFeedExtension, _AtomEnclosure,
+                                  atom=True, rss=False)
+        # Loaded for every feed, images or not, so the root element never depends on
+        # which items are present.
+        fg.load_extension("media", atom=True, rss=True)
         for article in items:
             fe = fg.add_entry(order="append")
             try:
