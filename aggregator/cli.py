@@ -304,8 +304,9 @@ def _print_cycle(console, cycle, config) -> None:
 
 
 @cli.command()
+@click.option("--all-posts", is_flag=True, help="Re-render every post file too (after an upgrade changed the format).")
 @click.pass_context
-def publish(ctx):
+def publish(ctx, all_posts):
     """Rebuild every published feed (and any missing post file) from the database.
 
     Files whose bytes would not change are left alone.
@@ -313,12 +314,13 @@ def publish(ctx):
     \b
     Example:
       aggregator publish
+      aggregator publish --all-posts
     """
     from .pipeline import Pipeline
 
     config = _config(ctx)
     with Pipeline(config) as pipeline:
-        written = pipeline.publish(rewrite_posts=True)
+        written = pipeline.publish(posts="all" if all_posts else "missing")
     click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}.")
 
 

@@ -317,13 +317,21 @@ class Pipeline:
 
     # -- publish ----------------------------------------------------------------------
 
-    def publish(self, *, rewrite_posts: bool = False) -> list[str]:
+    def publish(self, *, posts: str = "missing") -> list[str]:
+        """Rebuild the feeds; ``posts``: "missing" writes post files that are absent (cheap:
+        one stat each), "all" re-renders every post (after an upgrade changed the format),
+        "none" leaves them."""
         with Store(self.config.db_path) as store:
             written = []
-            if rewrite_posts:
+            if posts != "none":
                 from .publish.posts import write_post
 
-                written += [a.post_name for a in store.all_articles() if write_post(a, self.config.posts_dir)]
+                folder = self.config.posts_dir
+                existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+                written += [
+                    a.post_name for a in store.all_articles()
+                    if (posts == "all" or a.post_name not in existing) and write_post(a, folder)
+                ]
             return written + self._publish(store)
 
     def _publish(self, store: Store) -> list[str]:

@@ -114,6 +114,15 @@ def test_poll_list_publish_remove(config, server, tmp_path):
     assert "not modified" in p.stdout
     run(config, "poll", "Nobody", check=2)
     run(config, "publish", check=0)
+    # a deleted post comes back with publish; an edited one only with --all-posts
+    victim, edited = sorted(posts.glob("*.md"))[:2]
+    victim.unlink()
+    original = edited.read_text(encoding="utf-8")
+    edited.write_text("local edit", encoding="utf-8")
+    run(config, "publish", check=0)
+    assert victim.exists() and edited.read_text(encoding="utf-8") == "local edit"
+    run(config, "publish", "--all-posts", check=0)
+    assert edited.read_text(encoding="utf-8") == original
     run(config, "remove-source", "Tiny", check=0)
     assert "Tiny" not in [r["name"] for r in json.loads(run(config, "list-sources", "--json", check=0).stdout)]
     assert len(list(posts.glob("*.md"))) == 3  # articles stay without --purge

@@ -213,7 +213,7 @@ def test_publish_is_deterministic(tmp_path, server):
     for p in first:
         p.unlink()
     with Pipeline(cfg) as p:
-        p.publish(rewrite_posts=True)
+        p.publish()
     second = {p: p.read_bytes() for p in cfg.output_dir.rglob("*") if p.is_file()}
     assert second == first
 

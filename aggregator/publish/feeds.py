@@ -158,7 +158,8 @@ IMAGE_TYPES = {
     "tif": "image/tiff", "tiff": "image/tiff", "heic": "image/heic", "heif": "image/heif",
     "jxl": "image/jxl",
 }
-DEFAULT_IMAGE_TYPE = "image/jpeg"  # most feed images without an extension are JPEG (CDNs)
+# The commonest photo type; Atom's type is advisory anyway (RFC 4287 §4.2.7.3).
+DEFAULT_IMAGE_TYPE = "image/jpeg"
 
 # WHATWG URL Standard, "basic URL parser": tab and newlines are removed anywhere, C0
 # controls and spaces trimmed at both ends, and the "path percent-encode set" minus its
@@ -191,7 +192,9 @@ def image_type(url: str) -> str:
     except ValueError:
         return DEFAULT_IMAGE_TYPE
     stem, dot, extension = name.rpartition(".")
-    return IMAGE_TYPES.get(extension.lower(), DEFAULT_IMAGE_TYPE) if dot and stem else DEFAULT_IMAGE_TYPE
+    if not (dot and stem):  # "image", ".png": no extension
+        return DEFAULT_IMAGE_TYPE
+    return IMAGE_TYPES.get(extension.lower(), DEFAULT_IMAGE_TYPE)
 
 
 class _NoFeedExtension(BaseExtension):
@@ -321,7 +324,14 @@ def _render(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
         except ValueError as e:  # UnicodeError included
             kind = "RSS" if rss else "Atom"
             raise PublishError(f"cannot render the {kind} feed of {spec.key!r}: {e}") from e
+    if rss:
+        # Every date here is UTC; feedgen writes RFC 822's numeric "+0000", the seed's
+        # family of feeds (and RSS 2.0's examples) write "GMT". Same instant, one style.
+        data = _RSS_UTC.sub(rb"\1 GMT</\2>", data)
     return data, skipped
+
+
+_RSS_UTC = re.compile(rb"(\d\d:\d\d:\d\d) \+0000</(pubDate|lastBuildDate)>")
 
 
 def render_rss(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
