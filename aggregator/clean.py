@@ -1,7 +1,8 @@
 """Clean stage: untrusted item HTML -> safe HTML fragment (text helpers: ``text.py``).
 
-Owns: the HTML allowlist (tags, attributes, URL schemes: data tables below), URL resolution
-against the item's base, lazy-image repair, tracking-pixel removal.
+Owns: applying the rules of ``cleanrules.py`` (allowlist, trackers, share widgets, empty
+wrappers, iframe players: data tables there): URL resolution against the item's base,
+tracking-parameter removal, lazy-image repair, tracking-pixel removal.
 Must not: do I/O, read the clock or config, keep state between calls. Every function is
 pure and safe in a worker process or thread.
 
@@ -13,11 +14,13 @@ pure and safe in a worker process or thread.
    the text comes back as escaped ``<p>`` paragraphs. Text is kept; links and images go.
 2. Rewrite with BeautifulSoup on lxml (lxml reads entities in attributes as browsers do;
    ``html.parser`` turns ``?a=1&region=us`` into ``?a=1®ion=us``): drop
-   ``DROP_WITH_CONTENT`` with its content, repair lazy images, drop 1x1 pixels, resolve
-   URLs, filter ``srcset``, rename (``RENAME``) or unwrap tags outside ``ALLOWED_TAGS`` so
-   their text survives, keep allowed attributes only, in sorted order.
+   ``DROP_WITH_CONTENT`` and share widgets with their content, keep allowed iframes
+   (emptied), repair lazy images, drop 1x1 pixels and tracker images, resolve URLs and
+   strip their tracking parameters, filter ``srcset``, rename (``RENAME``) or unwrap tags
+   outside ``ALLOWED_TAGS`` so their text survives, keep allowed attributes only, in
+   sorted order; then unwrap the wrappers left with nothing to show.
 3. nh3 is the authority: it re-parses that with html5ever, applies the same allowlist,
-   re-checks every URL (``_nh3_attribute_filter``: nh3 never checks ``srcset`` and keeps
+   re-checks every URL (``_cleaner``'s filter: nh3 never checks ``srcset`` and keeps
    ``cite="javascript:"``, so ``cite`` is not allowed at all) and adds
    ``rel="noopener noreferrer"`` to links.
 
@@ -39,134 +42,71 @@ Decisions:
   ``alttext`` or its text without annotations; ``<svg>`` is dropped whole.
 - A CDATA section in the HTML is unwrapped: browsers hide it, but in feeds it is a body
   wrapped twice (whole items of the corpus would be empty).
+- Link and image URLs lose ``text.strip_tracking``'s parameters and nothing else. Tracker
+  hosts only drop images: a link is visible, the reader decides to follow it.
+- An ``<iframe>`` is kept only when its src is https on an ``iframe_hosts`` player, with
+  ``IFRAME_POLICY`` (sandbox, lazy, referrer policy) and no content: its fallback text is
+  never shown where frames work, so it is not content (nor in the fidelity reference).
+- Share widgets' text ("Share this:", "Tweet") is site chrome, not content.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from html import escape, unescape
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import nh3
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, Tag
 from bs4.builder import LXMLTreeBuilder
 
-__all__ = ["clean_html"]
+from .cleanrules import (ALLOWED_ATTRIBUTES, ALLOWED_TAGS, BLOCK_WRAPPERS, DEFAULT_IFRAME_HOSTS,
+                         DROP_WITH_CONTENT, EMPTY_WRAPPERS, IFRAME_ATTRIBUTES, IFRAME_POLICY,
+                         IMAGE_POLICY, LAZY_SRC_ATTRIBUTES, MAX_INPUT_CHARS, MAX_START_TAGS,
+                         PLACEHOLDER_RE, RENAME, URL_ATTRIBUTES, iframe_rules,
+                         is_allowed_iframe_src, is_pixel, is_share_widget, is_tracker_image)
+from .text import _MEDIA_SCHEMES, _URL_TAB_NL_RE, _WS_RE, _is_absolute_http, _strip_illegal
+from .text import parse_srcset, strip_tracking
 
-# --- the allowlist, as data ------------------------------------------------------------
+__all__ = ["clean_html", "DEFAULT_IFRAME_HOSTS"]
 
-MAX_START_TAGS = 10_000  # HAZARDS: this cap bounded the worst nesting shape to ~0.15 s
-MAX_INPUT_CHARS = 2_000_000  # bs4 is linear but slow: ~0.5 s for 2 MB of attributes
-
-ALLOWED_TAGS = frozenset(
-    "p br h1 h2 h3 h4 h5 h6 ul ol li dl dt dd blockquote q pre code kbd samp var table thead "
-    "tbody tfoot tr th td caption colgroup col figure figcaption a img picture source video "
-    "audio strong em b i u s strike del ins sub sup small mark abbr cite time hr span div "
-    "section article header footer aside details summary ruby rt rp".split())
-
-# No class/id/style/on*; no cite anywhere (nh3 keeps cite="javascript:...").
-ALLOWED_ATTRIBUTES = {tag: frozenset(attrs.split()) for tag, attrs in {
-    "a": "href title", "img": "src alt title width height srcset sizes",
-    "source": "src srcset type media sizes", "video": "src poster width height", "audio": "src",
-    "td": "colspan rowspan", "th": "colspan rowspan", "col": "span", "colgroup": "span",
-    "ol": "start", "time": "datetime", "abbr": "title", "del": "datetime", "ins": "datetime",
-}.items()}
-IMAGE_POLICY = {"img": {"loading": "lazy", "referrerpolicy": "no-referrer"}}
-URL_ATTRIBUTES = {"href": ("http", "https", "mailto"), "src": ("http", "https"),
-                  "poster": ("http", "https")}
-_MEDIA_SCHEMES = ("http", "https")
-
-# Removed with everything inside: never rendered as text (script, style, template; raw-text
-# iframe/noembed/noframes; title is display:none), form widgets holding data rather than
-# prose, void elements pointing elsewhere, and SVG (a script surface; its text is graphics).
-DROP_WITH_CONTENT = frozenset(
-    "script style template iframe frame frameset noembed noframes title textarea select "
-    "datalist option input meta link base embed param svg".split())
-
-# Outside the allowlist, but their box matters for reading: keep the structure.
-RENAME = {"center": "div", "main": "div", "nav": "div", "address": "div", "hgroup": "div",
-          "fieldset": "div", "form": "div", "legend": "div", "dir": "ul", "menu": "ul",
-          "listing": "pre", "xmp": "pre", "plaintext": "pre", "tt": "code", "big": "span"}
-
-# Lazy-loading scripts keep the real image in one of these and a placeholder in ``src``.
-LAZY_SRC_ATTRIBUTES = ("data-src", "data-original", "data-actualsrc", "data-lazy-src",
-                       "data-url", "data-original-src")
-_PLACEHOLDER_RE = re.compile(
-    r"(?:^|/)(?:blank|spacer|pixel|transparent|placeholder|loading|lazy|grey|gray|clear|"
-    r"1x1|empty)[\w.-]*\.(?:gif|png|svg|jpe?g|webp)(?:[?#]|$)", re.I)
-
-# --- characters and URLs ---------------------------------------------------------------
-
-# Not allowed in XML 1.0 (feedgen raises on them: HAZARDS "Publishing"); nh3 (Rust
-# strings) raises on lone surrogates.
-_ILLEGAL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_WS_RE = re.compile(r"[^\S\u3000]+")  # whitespace runs, except CJK ideographic space
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
-_URL_TAB_NL_RE = re.compile(r"[\t\n\r]")  # URL standard: removed anywhere
 _C0_AND_SPACE = "".join(map(chr, range(0x21)))  # URL standard: stripped at both ends
-
-
-def _strip_illegal(text: str) -> str:
-    return _ILLEGAL_CHARS_RE.sub("", text)
-
-
-def _is_absolute_http(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. a broken IPv6 literal
-        return False
-    return parts.scheme.lower() in _MEDIA_SCHEMES and bool(parts.netloc)
+_ASCII_WHITESPACE = " \t\n\r\f"
+_GONE = "x-gone"  # a name nh3 does not allow: it keeps the content and drops the tag
+Rules = tuple[tuple[str, str], ...]  # cleanrules.iframe_rules
 
 
 def _resolve(value: str, base: str | None, schemes: tuple[str, ...]) -> str | None:
-    """The URL, absolute when ``base`` is given, if its scheme is allowed; else None.
+    """The URL, absolute when ``base`` is given and without tracking parameters, if its
+    scheme is allowed; else None.
 
     Read the way browsers read it (entities are already decoded by the parser), so that
     ``jav&#x09;ascript:`` and `` JaVaScRiPt:`` are both seen as ``javascript:``."""
     url = _URL_TAB_NL_RE.sub("", value.strip(_C0_AND_SPACE))
     if not url:
         return None
-    match = _SCHEME_RE.match(url)
-    if match:
-        return url if match.group(1).lower() in schemes else None
-    if url[:2] in ("//", "\\\\", "/\\", "\\/"):  # browsers read \ as / in http(s) URLs
-        return "https://" + url.lstrip("/\\")
-    if base:
+    if match := _SCHEME_RE.match(url):
+        if match.group(1).lower() not in schemes:
+            return None
+    elif url[:2] in ("//", "\\\\", "/\\", "\\/"):  # browsers read \ as / in http(s) URLs
+        url = "https://" + url.lstrip("/\\")
+    elif base:
         try:
-            return urljoin(base, url)
+            url = urljoin(base, url)
         except ValueError:
             return None
-    return url
-
-
-def _parse_srcset(value: str) -> list[tuple[str, str]]:
-    """(url, descriptor) pairs, tokenised as the HTML standard does: a URL is a run of
-    non-space characters, so commas inside URLs survive."""
-    candidates, i, n = [], 0, len(value)
-    while i < n:
-        while i < n and (value[i].isspace() or value[i] == ","):
-            i += 1
-        start = i
-        while i < n and not value[i].isspace():
-            i += 1
-        url, descriptor = value[start:i], ""
-        if url.endswith(","):
-            url = url.rstrip(",")
-        else:
-            start = i
-            while i < n and value[i] != ",":
-                i += 1
-            descriptor = " ".join(value[start:i].split())
-        if url:
-            candidates.append((url, descriptor))
-    return candidates
+    return strip_tracking(url)
 
 
 def _filter_srcset(value: str, base: str | None) -> str | None:
     kept = []
-    for url, descriptor in _parse_srcset(value):
+    for url, descriptor in parse_srcset(value):
         url = _resolve(url, base, _MEDIA_SCHEMES)
-        if url and not any(c.isspace() for c in url):
+        # a URL ending in "," would read as a separator next time (strip_tracking can
+        # leave one: "a.png?x=1,&utm_source=y")
+        if url and not url.endswith(",") and not any(c.isspace() for c in url):
             kept.append(f"{url} {descriptor}".rstrip())
     return ", ".join(kept) or None
 
@@ -175,67 +115,68 @@ def _largest_candidate(srcset: str) -> str | None:
     def size(candidate: tuple[str, str]) -> float:
         match = re.fullmatch(r"(\d+(?:\.\d+)?)([wx])", candidate[1])
         return float(match.group(1)) * (1 if match.group(2) == "w" else 1e-6) if match else 0
-    candidates = _parse_srcset(srcset)
+    candidates = parse_srcset(srcset)
     return max(candidates, key=size)[0] if candidates else None
 
 
-def _nh3_attribute_filter(tag: str, attr: str, value: str) -> str | None:
-    """Every URL checked again, as html5ever read our serialisation."""
-    if attr in URL_ATTRIBUTES:
-        return _resolve(value, None, URL_ATTRIBUTES[attr])
-    if attr == "srcset":
-        return _filter_srcset(value, None)
-    return value
+def _iframe_src(value: str | None, base: str | None, rules: Rules) -> str | None:
+    url = _resolve(value or "", base, ("https",)) if rules else None
+    return url if url and is_allowed_iframe_src(url, rules) else None
 
 
-_CLEANER = nh3.Cleaner(
-    tags=set(ALLOWED_TAGS),
-    clean_content_tags=set(DROP_WITH_CONTENT) | {"math", "noscript", "xmp"},
-    attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
-    attribute_filter=_nh3_attribute_filter,
-    url_schemes={"http", "https", "mailto"},
-    link_rel="noopener noreferrer",
-    # The image policy is written by _rewrite and only allowed here with its one value:
-    # set_tag_attribute_values writes two attributes in Rust HashMap order, which changes
-    # from one process to the next (the output would not be deterministic).
-    tag_attribute_values={tag: {k: {v} for k, v in attrs.items()}
-                          for tag, attrs in IMAGE_POLICY.items()},
-    set_tag_attribute_values={"video": {"controls": ""}, "audio": {"controls": ""}},
-    strip_comments=True,
-)
+@lru_cache(maxsize=16)  # one per iframe allowlist: an immutable table, not call state
+def _cleaner(rules: Rules) -> nh3.Cleaner:
+    """nh3 with our allowlist; ``<iframe>`` allowed only when ``rules`` lists hosts."""
+
+    def attribute_filter(tag: str, attr: str, value: str) -> str | None:
+        """Every URL checked again, as html5ever read our serialisation."""
+        if tag == "iframe" and attr == "src":
+            return _iframe_src(value, None, rules)
+        if attr in URL_ATTRIBUTES:
+            return _resolve(value, None, URL_ATTRIBUTES[attr])
+        if attr == "srcset":
+            return _filter_srcset(value, None)
+        return value
+
+    tags, attributes = set(ALLOWED_TAGS), {t: set(a) for t, a in ALLOWED_ATTRIBUTES.items()}
+    # The policies are written by _rewrite and only allowed here with their one value:
+    # set_tag_attribute_values writes several attributes in Rust HashMap order, which
+    # changes from one process to the next (the output would not be deterministic).
+    policies = dict(IMAGE_POLICY)
+    if rules:
+        tags.add("iframe")
+        attributes["iframe"] = set(IFRAME_ATTRIBUTES)
+        policies["iframe"] = IFRAME_POLICY
+    return nh3.Cleaner(
+        tags=tags,
+        clean_content_tags=(set(DROP_WITH_CONTENT) - tags) | {"math", "noscript", "xmp"},
+        attributes=attributes,
+        attribute_filter=attribute_filter,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer",
+        tag_attribute_values={tag: {k: {v} for k, v in attrs.items()}
+                              for tag, attrs in policies.items()},
+        set_tag_attribute_values={"video": {"controls": ""}, "audio": {"controls": ""}},
+        strip_comments=True,
+    )
+
 
 # --- the bs4 rewrite -------------------------------------------------------------------
 
-_DIMENSION_RE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(?:px)?\s*", re.I)
-_STYLE_DIMENSION_RE = re.compile(
-    r"(?<![-\w])(width|height)\s*:\s*(\d+(?:\.\d*)?)\s*(?:px)?\s*(?:;|$)", re.I)
-
-
-def _is_pixel(img) -> bool:
-    """1x1 (or 0x0) images are tracking beacons (FeedBurner, WordPress stats, ...)."""
-    dimensions = {}
-    for name in ("width", "height"):
-        if match := _DIMENSION_RE.fullmatch(img.get(name) or ""):
-            dimensions[name] = float(match.group(1))
-    for name, number in _STYLE_DIMENSION_RE.findall(img.get("style") or ""):
-        dimensions[name.lower()] = float(number)
-    return len(dimensions) == 2 and max(dimensions.values()) <= 1
-
-
 def _repair_image(img, base: str | None) -> bool:
     """Give the image a real ``src`` and a filtered ``srcset``; False if it has to go."""
-    if _is_pixel(img):
+    if is_pixel(img.attrs):
         return False
     raw_srcset = img.get("data-srcset") or img.get("srcset")
     srcset = _filter_srcset(raw_srcset, base) if raw_srcset else None
     raw_src, src = (img.get("src") or "").strip(), None
-    if raw_src and not raw_src.lower().startswith("data:") and not _PLACEHOLDER_RE.search(raw_src):
+    if raw_src and not raw_src.lower().startswith("data:") and not PLACEHOLDER_RE.search(raw_src):
         src = _resolve(raw_src, base, _MEDIA_SCHEMES)
     for name in LAZY_SRC_ATTRIBUTES:
         if not src and img.get(name):
             src = _resolve(img[name], base, _MEDIA_SCHEMES)
     src = src or (_largest_candidate(srcset) if srcset else None)
-    if not src:
+    if not src or is_tracker_image(src):
         return False
     img["src"] = src
     img.attrs.pop("srcset", None)
@@ -273,19 +214,34 @@ class _TreeBuilder(LXMLTreeBuilder):
         pass
 
 
+class _Tag(Tag):
+    """A bs4 tag equal only to itself. bs4 compares tags by content, recursively, and its
+    serialiser asks ``c.parent != stack_top`` for every node: ``<div>`` x 4,500 then
+    ``</div><p></p>`` x 4,500 recursed 4,500 levels deep (RecursionError)."""
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    __hash__ = object.__hash__
+
+
 def _remove_tag(node) -> None:
     """Rename the element to one nh3 strips while keeping its content (empty it first to
     drop the content too). bs4's extract() and unwrap() scan all the siblings, which is
     quadratic on wide or deep trees: 10,000 nested unwraps took 9 s."""
-    node.name, node.attrs = "x-gone", {}
+    node.name, node.attrs = _GONE, {}
     node.can_be_empty_element = False  # "<x-gone/>" would open an element in HTML
 
 
-def _rewrite(soup: BeautifulSoup, base: str | None) -> None:
+def _rewrite(soup: BeautifulSoup, base: str | None, rules: Rules) -> None:
     """One walk over the tree (bs4's ``find_all`` per rule, and ``.decomposed``, which goes
     through ``Tag.__getattr__``, i.e. a search, were most of the time)."""
     outside: set[str] = set()  # image URLs seen outside <noscript>
     in_noscript = []
+    elements = []  # every element, each after its parent
     stack = [(soup, False)]
     while stack:
         parent, under_noscript = stack.pop()
@@ -293,8 +249,15 @@ def _rewrite(soup: BeautifulSoup, base: str | None) -> None:
             name = node.name
             if name is None:  # text
                 continue
-            if name in DROP_WITH_CONTENT or name == "math":
-                text = _math_text(node) if name == "math" else ""
+            elements.append(node)
+            if name == "iframe" and (src := _iframe_src(node.get("src"), base, rules)):
+                node.clear()  # fallback content: not shown where frames work
+                node.attrs = _iframe_attributes(node.attrs, src)
+                continue
+            widget = name not in ("html", "body") and is_share_widget(node.attrs)
+            if name in DROP_WITH_CONTENT or name == "math" or widget:
+                # a widget had a box: a space keeps the words around it apart
+                text = _math_text(node) if name == "math" else " " if widget else ""
                 node.clear()
                 if text:
                     node.append(text)
@@ -316,6 +279,40 @@ def _rewrite(soup: BeautifulSoup, base: str | None) -> None:
     for img in in_noscript:
         if img["src"] in outside:  # the <noscript> twin of a lazy image
             _remove_tag(img)
+    _unwrap_blank(elements)
+
+
+def _unwrap_blank(elements: list) -> None:
+    """Unwrap the ``EMPTY_WRAPPERS`` with nothing to show (only whitespace and other blank
+    wrappers in them), children before parents. Their whitespace stays, and a block gets
+    a space so that the words around it do not join (``a<div></div>b`` shows two lines).
+    ``&nbsp;`` and U+3000 are not blank: HTML collapses ASCII whitespace only, so
+    ``<p>&nbsp;</p>`` is a deliberate empty line; nor is any whitespace in a ``<pre>``."""
+    blank: set[int] = set()
+    for node in reversed(elements):
+        name = node.name
+        if name != _GONE and name not in EMPTY_WRAPPERS:
+            continue  # an image, a line break, a cell, an iframe...: something to show
+        space = "" if name == "pre" else _ASCII_WHITESPACE  # kept as is in <pre>
+        if all(id(child) in blank if child.name else not child.strip(space)
+               for child in node.contents):
+            blank.add(id(node))
+            if name in BLOCK_WRAPPERS:
+                node.insert(0, " ")
+            _remove_tag(node)
+
+
+_IFRAME_SIZE_RE = re.compile(r"\d{1,5}%?")
+
+
+def _iframe_attributes(attrs: dict, src: str) -> dict:
+    kept = dict(IFRAME_POLICY, src=src)
+    for key in ("width", "height"):
+        if _IFRAME_SIZE_RE.fullmatch(value := str(attrs.get(key) or "").strip()):
+            kept[key] = value
+    if "allowfullscreen" in attrs:
+        kept["allowfullscreen"] = ""
+    return dict(sorted(kept.items()))
 
 
 def _allowed_attributes(name: str, attrs: dict, base: str | None) -> dict:
@@ -353,10 +350,10 @@ def _flatten(html: str) -> str:
     text = _FLAT_TAG_RE.sub("", _FLAT_BLOCK_RE.sub("\n", _FLAT_DROP_RE.sub("", html)))
     lines = (_strip_illegal(_WS_RE.sub(" ", line).strip()) for line in unescape(text).split("\n"))
     paragraphs = (f"<p>{escape(line, quote=False)}</p>" for line in lines if line)
-    return _CLEANER.clean("\n".join(paragraphs))
+    return _cleaner(()).clean("\n".join(paragraphs))
 
 
-def _step(html: str, base: str | None) -> str:
+def _step(html: str, base: str | None, rules: Rules) -> str:
     """One cleaning pass (see the module docstring)."""
     # A leading "<?xml ...?>" is a bogus comment in HTML, and bs4 warns about it.
     html = _LEADING_PI_RE.sub("", _CDATA_RE.sub(r"\1", _strip_illegal(html)))
@@ -367,24 +364,31 @@ def _step(html: str, base: str | None) -> str:
         # or " ", which the next pass's html5ever does not reproduce.
         builder = _TreeBuilder(multi_valued_attributes=None, huge_tree=True,
                                preserve_whitespace_tags={"html"})
-        soup = BeautifulSoup(html, builder=builder)
-        _rewrite(soup, base)
+        soup = BeautifulSoup(html, builder=builder, element_classes={Tag: _Tag})
+        _rewrite(soup, base, rules)
         html = soup.decode()
     # html5ever drops a newline right after <pre> when parsing and does not write one
     # back, so a leading newline would be lost on every pass. Character references can
     # produce characters _strip_illegal removed from the input (&#2;).
-    return _strip_illegal(_CLEANER.clean(html).replace("<pre>\n", "<pre>\n\n")).strip()
+    cleaned = _cleaner(rules).clean(html)
+    return _strip_illegal(cleaned.replace("<pre>\n", "<pre>\n\n")).strip()
 
 
-def clean_html(html: str, base_url: str | None = None) -> str:
-    """Untrusted HTML fragment -> safe HTML fragment (see the module docstring)."""
+def clean_html(html: str, base_url: str | None = None, *,
+               iframe_hosts: frozenset[str] = DEFAULT_IFRAME_HOSTS) -> str:
+    """Untrusted HTML fragment -> safe HTML fragment (see the module docstring).
+
+    ``iframe_hosts``: the players kept as iframes, "host" or "host/path-prefix" entries
+    (empty: no iframe at all); a malformed entry raises ValueError (cleanrules.iframe_rules).
+    """
     base = base_url.strip() if base_url and _is_absolute_http(base_url.strip()) else None
-    out = _step(html or "", base)
+    rules = iframe_rules(iframe_hosts)
+    out = _step(html or "", base, rules)
     # Again until nothing changes: lxml re-parses clean HTML by its own nesting rules
     # (<b><p> becomes <b></b><p>) and html5ever's output does not always parse back to the
     # same tree (an <li> foster-parented into an <li>).
     for _ in range(3):
-        again = _step(out, base)
+        again = _step(out, base, rules)
         if again == out:
             return out
         out = again

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import USER_AGENT
 from .errors import ConfigError
+from .cleanrules import DEFAULT_IFRAME_HOSTS, iframe_rules
 from .models import FetchLimits, RequestOptions, Source
 from .politeness import FETCHER_OWNED_HEADERS
 
@@ -58,6 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_backoff", str, "1d", "Cap on the exponential backoff of a failing source."),
     Setting("max_retry_after", str, "2d", "Cap on honouring a 429/503 Retry-After."),
     Setting("future_skew", str, "1h", "An item dated further in the future than this gets its first-seen time."),
+    Setting("iframe_hosts", list, list(sorted(DEFAULT_IFRAME_HOSTS)), "Video players whose iframes are kept (host or host/path-prefix, https only); [] drops every iframe."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     # key: (type, required, help)
@@ -126,6 +128,7 @@ class Config:
     max_backoff: int
     max_retry_after: int
     future_skew: timedelta
+    iframe_hosts: frozenset[str]
     sources: tuple[Source, ...]
 
     @property
@@ -161,7 +164,8 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
+             list: "a list"}
     if isinstance(t, tuple):
         return "a number"
     return names.get(t, t.__name__)
@@ -215,6 +219,13 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
             durations[key] = parse_interval(get(key))
         except ValueError as e:
             raise ConfigError(f"{path}: '{key}': {e}") from None
+    hosts = get("iframe_hosts")
+    if not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"{path}: 'iframe_hosts' must be a list of strings")
+    try:
+        iframe_rules(hosts)
+    except ValueError as e:
+        raise ConfigError(f"{path}: 'iframe_hosts': {e}") from None
     try:
         future_skew = parse_interval(get("future_skew"))
     except ValueError as e:
@@ -293,6 +304,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         host_delay=float(get("host_delay")),
         sources=tuple(sources),
         future_skew=timedelta(seconds=future_skew),
+        iframe_hosts=frozenset(h.strip() for h in hosts),
         **durations,
     )
 

@@ -20,9 +20,9 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 from urllib.parse import urljoin, urlsplit
 
-from .clean import clean_html
+from .clean import DEFAULT_IFRAME_HOSTS, clean_html
 from .dates import decide_date, read_date
-from .text import canonical_url, clean_title, excerpt, first_image, html_to_text
+from .text import canonical_url, clean_title, excerpt, first_image, html_to_text, strip_tracking
 from .models import ArticleDraft, ParsedEntry, Source
 
 # XML 1.0 Char production (https://www.w3.org/TR/xml/#charsets) minus what it allows, plus
@@ -130,15 +130,20 @@ def item_date(entry: ParsedEntry, source: Source):
     return read_date(entry.published_raw, entry.published, tz) or read_date(entry.updated_raw, entry.updated, tz)
 
 
-def normalize_entry(entry: ParsedEntry, source: Source, guid: str, now: datetime, future_skew: timedelta) -> ArticleDraft:
+def normalize_entry(
+    entry: ParsedEntry, source: Source, guid: str, now: datetime, future_skew: timedelta,
+    iframe_hosts: frozenset[str] = DEFAULT_IFRAME_HOSTS,
+) -> ArticleDraft:
     base = entry.base_url
     link = _http_url(entry.link, base)
+    if link:
+        link = strip_tracking(link)  # the article's link too, not only the body's (utm_*, spm, ...)
     raw_body = entry.content or entry.summary or ""
-    body = xml_safe(clean_html(xml_safe(raw_body), base or link))
+    body = xml_safe(clean_html(xml_safe(raw_body), base or link, iframe_hosts=iframe_hosts))
     text = html_to_text(body)
     title = _title(entry, text)
     image = _http_url(entry.image, base or link) or first_image(body)
-    summary_src = html_to_text(xml_safe(clean_html(xml_safe(entry.summary), base or link))) if entry.summary else text
+    summary_src = html_to_text(xml_safe(clean_html(xml_safe(entry.summary), base or link, iframe_hosts=frozenset()))) if entry.summary else text
     summary = excerpt(summary_src or text)
     date, date_note = decide_date(item_date(entry, source), now, future_skew)
     author = source.name  # the seed's author is the source's display name
@@ -162,7 +167,8 @@ def normalize_entry(entry: ParsedEntry, source: Source, guid: str, now: datetime
 
 
 def normalize_entries(
-    entries: Sequence[ParsedEntry], source: Source, *, now: datetime, future_skew: timedelta = timedelta(hours=1)
+    entries: Sequence[ParsedEntry], source: Source, *, now: datetime, future_skew: timedelta = timedelta(hours=1),
+    iframe_hosts: frozenset[str] = DEFAULT_IFRAME_HOSTS,
 ) -> tuple[list[ArticleDraft], list[str]]:
     """All entries of one feed. A bad entry is reported and skipped, never the feed.
     ``now`` only judges dates (an item dated beyond ``now + future_skew`` gets its
@@ -171,7 +177,7 @@ def normalize_entries(
     problems: list[str] = []
     for i, (entry, guid) in enumerate(zip(entries, upstream_guids(entries))):
         try:
-            drafts.append(normalize_entry(entry, source, guid, now, future_skew))
+            drafts.append(normalize_entry(entry, source, guid, now, future_skew, iframe_hosts))
         except Exception as e:  # noqa: BLE001 - one entry must not fail its feed (STYLE habit 5)
             problems.append(f"{source.name}: entry {i + 1} ({(entry.title or entry.link or guid)[:60]!r}) skipped: {type(e).__name__}: {e}")
     return drafts, problems

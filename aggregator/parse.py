@@ -109,9 +109,10 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
                         f"{'s' if replaced > 1 else ''} with U+FFFD")
     # We decoded; feedparser gets UTF-8 with the old declaration removed (it writes its own).
     utf8 = _XML_DECL_TEXT.sub(r"\1", text.lstrip("\ufeff"), count=1).encode("utf-8")
+    # No Content-Location: feedparser would resolve guids/ids against it (even with
+    # resolve_relative_uris=False), so an item's identity would change with the URL it
+    # was fetched from (a port, a 301, http->https). Links are resolved below instead.
     response_headers = {"content-type": "application/xml; charset=utf-8"}
-    if url:
-        response_headers["content-location"] = url  # the base for relative links
     if fields.get("content-language"):
         response_headers["content-language"] = fields["content-language"]
     try:
@@ -181,6 +182,7 @@ def _to_parsed_feed(result, url: str, root: str | None, warnings: list[str],
         warnings.append(reason)
     feed = result.get("feed") or {}
     feed_link = _str(feed.get("link"))
+    feed_link = _join(url, feed_link) if feed_link else None
     # RFC 4287 §4.2.1: an Atom entry without authors takes the feed's.
     feed_author = _str(feed.get("author")) if version.startswith("atom") else None
     return ParsedFeed(
@@ -197,6 +199,7 @@ def _to_parsed_feed(result, url: str, root: str | None, warnings: list[str],
 
 def _entry(e, url: str, feed_link: str | None, feed_author: str | None) -> ParsedEntry:
     link = _entry_link(e)
+    link = _join(url, link) if link else None  # RFC 3986: the document's own URL is the base
     content, detail = _fullest_body(e)
     summary_detail = e.get("summary_detail") or {}
     summary = _as_html(summary_detail.get("type"), e.get("summary"))

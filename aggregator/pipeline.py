@@ -95,7 +95,8 @@ class Pipeline:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = make_pool()
-            return self._pool.submit(process_feed, body, headers, url, source, self.clock(), self.config.future_skew)
+            return self._pool.submit(process_feed, body, headers, url, source, self.clock(), self.config.future_skew,
+                                     self.config.iframe_hosts)
 
     def _reset_pool(self) -> None:
         """A worker stuck past PARSE_TIMEOUT cannot be cancelled alone: end the pool."""
@@ -307,7 +308,8 @@ class Pipeline:
         would, validators included: adding a feed never costs two downloads (issue 3)."""
         with Store(self.config.db_path) as store:
             state = store.source_state(source.name)
-            processed = process_feed(fetched.body, fetched.headers, fetched.final_url, source, self.clock(), self.config.future_skew)
+            processed = process_feed(fetched.body, fetched.headers, fetched.final_url, source, self.clock(),
+                                     self.config.future_skew, self.config.iframe_hosts)
             result = self._apply(store, state, source, fetched, processed).result
             if result.error:
                 return result

@@ -1,8 +1,10 @@
 """Text helpers around the clean stage: plain text, titles, excerpts, canonical URLs.
 
 Owns: the visible text of (cleaned) HTML for excerpts, dedup keys and the fidelity
-measure; title cleaning; text excerpts that never cut markup; URL canonicalisation for
-dedup (tracking parameters and fragments removed).
+measure; title cleaning; text excerpts that never cut markup; the characters XML 1.0
+forbids; srcset tokenising; the tracking-parameter table, used by ``strip_tracking`` (body links and images,
+in the clean stage) and ``canonical_url`` (dedup keys: also drops fragments, lower-cases
+hosts).
 Must not: do I/O, read the clock or config, keep state between calls — pure functions,
 safe in a worker process.
 """
@@ -14,9 +16,29 @@ import unicodedata
 from html.parser import HTMLParser
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-from .clean import _WS_RE, _is_absolute_http, _strip_illegal
+__all__ = ["html_to_text", "clean_title", "excerpt", "first_image", "parse_srcset",
+           "strip_tracking", "canonical_url"]
 
-__all__ = ["html_to_text", "clean_title", "excerpt", "first_image", "canonical_url"]
+
+# --- characters ------------------------------------------------------------------------
+
+# Not allowed in XML 1.0 (feedgen raises on them: HAZARDS "Publishing"); nh3 (Rust
+# strings) raises on lone surrogates.
+_ILLEGAL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_WS_RE = re.compile(r"[^\S\u3000]+")  # whitespace runs, except CJK ideographic space
+_MEDIA_SCHEMES = ("http", "https")
+
+
+def _strip_illegal(text: str) -> str:
+    return _ILLEGAL_CHARS_RE.sub("", text)
+
+
+def _is_absolute_http(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. a broken IPv6 literal
+        return False
+    return parts.scheme.lower() in _MEDIA_SCHEMES and bool(parts.netloc)
 
 
 # --- text ------------------------------------------------------------------------------
@@ -104,14 +126,30 @@ class _FirstImage(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         if tag == "img":
-            src = (dict(attrs).get("src") or "").strip()
-            if _is_absolute_http(src):
+            a = dict(attrs)
+            src = (a.get("src") or "").strip()
+            if _is_absolute_http(src) and not _is_icon(src, a.get("width"), a.get("height")):
                 self.found = src
                 raise self.Found
 
 
+# Emoji, smilies, avatars and spacer images are not an article's picture (WordPress serves
+# its emoji from s.w.org/images/core/emoji/, forums their smilies from /smilies/).
+_ICON_RE = re.compile(r"(?:^|[/_.-])(?:emoji|emoticons?|smil(?:e|ey|ies)|icons?|avatars?|spacer|blank|1x1)(?:[/_.-]|$)", re.I)
+ICON_MAX_PX = 48
+
+
+def _is_icon(src: str, width: str | None, height: str | None) -> bool:
+    for value in (width, height):
+        digits = re.match(r"\s*(\d+)", value or "")
+        if digits and int(digits.group(1)) <= ICON_MAX_PX:
+            return True
+    return _ICON_RE.search(src.split("?", 1)[0].lower()) is not None
+
+
 def first_image(html: str) -> str | None:
-    """``src`` of the first ``<img>`` whose URL is absolute http(s), else None."""
+    """``src`` of the first ``<img>`` whose URL is absolute http(s) and that is not an icon
+    (at most 48 px wide or high, or an emoji/smiley/avatar/spacer path), else None."""
     if "<img" not in (html or "").lower():
         return None
     parser = _FirstImage(convert_charrefs=True)
@@ -123,7 +161,30 @@ def first_image(html: str) -> str | None:
     return None
 
 
-# --- canonical_url ---------------------------------------------------------------------
+def parse_srcset(value: str) -> list[tuple[str, str]]:
+    """(url, descriptor) pairs, tokenised as the HTML standard does: a URL is a run of
+    non-space characters, so commas inside URLs survive."""
+    candidates, i, n = [], 0, len(value)
+    while i < n:
+        while i < n and (value[i].isspace() or value[i] == ","):
+            i += 1
+        start = i
+        while i < n and not value[i].isspace():
+            i += 1
+        url, descriptor = value[start:i], ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            start = i
+            while i < n and value[i] != ",":
+                i += 1
+            descriptor = " ".join(value[start:i].split())
+        if url:
+            candidates.append((url, descriptor))
+    return candidates
+
+
+# --- tracking parameters and canonical_url ---------------------------------------------
 
 TRACKING_PARAMETERS = frozenset(
     "spm fbclid gclid dclid mc_cid mc_eid yclid igshid _hsenc _hsmi ref_src isappinstalled"
@@ -132,6 +193,7 @@ TRACKING_PARAMETERS = frozenset(
 # ``from`` with other values is often a real parameter, so only these go.
 TRACKING_VALUES = {"from": frozenset({"timeline", "groupmessage", "singlemessage"})}
 DEFAULT_PORTS = {"http": "80", "https": "443"}
+_URL_TAB_NL_RE = re.compile(r"[\t\n\r]")  # URL standard: removed anywhere
 
 
 def _is_tracking(parameter: str) -> bool:
@@ -142,12 +204,31 @@ def _is_tracking(parameter: str) -> bool:
     return unquote_plus(value).lower() in TRACKING_VALUES.get(key, ())
 
 
+def strip_tracking(url: str) -> str:
+    """``url`` without its tracking parameters (``TRACKING_PARAMETERS``, ``utm_*``,
+    ``TRACKING_VALUES``); every other character, parameter order and empty parameters
+    included, kept as it was, and a URL without tracking parameters comes back unchanged.
+
+    Split as browsers split (the URL standard): the fragment starts at the first ``#``,
+    the query at the first ``?`` before it. No parsing, so it never raises."""
+    head, hash_, fragment = url.partition("#")
+    path, question, query = head.partition("?")
+    if not question:
+        return url
+    kept = "&".join(p for p in query.split("&") if not _is_tracking(p))
+    if kept == query:
+        return url
+    return path + ("?" + kept if kept else "") + hash_ + fragment
+
+
 def canonical_url(url: str) -> str:
-    """The URL reduced to its identity, for dedup: tracking parameters and the fragment
+    """The URL reduced to its identity, for dedup: ``strip_tracking``, then the fragment
     dropped (``#!`` routes are identity and stay), scheme and host lower-cased, default
-    port dropped, empty http(s) path made ``/``; everything else, parameter order
-    included, kept. Unparseable input comes back stripped; never raises."""
-    url = (url or "").strip()
+    port dropped, empty parameters dropped, empty http(s) path made ``/``; everything
+    else, parameter order included, kept. Unparseable input comes back stripped; never
+    raises."""
+    # stripped again: a path can end in whitespace once the query is gone ("/\f?utm_x=1")
+    url = strip_tracking(_URL_TAB_NL_RE.sub("", (url or "").strip())).strip()
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -162,6 +243,6 @@ def canonical_url(url: str) -> str:
             port = ""
         netloc = f"{userinfo}{at}{host.lower()}" + (f":{port}" if port else "")
     path = parts.path or ("/" if netloc and scheme in DEFAULT_PORTS else "")
-    query = "&".join(p for p in parts.query.split("&") if p and not _is_tracking(p))
+    query = "&".join(p for p in parts.query.split("&") if p)
     fragment = parts.fragment if parts.fragment.startswith("!") else ""
     return urlunsplit((scheme, netloc, path, query, fragment))

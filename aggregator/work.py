@@ -38,7 +38,8 @@ class Processed:
 
 
 def process_feed(
-    body: bytes, headers: tuple[tuple[str, str], ...], url: str, source: Source, now: datetime, future_skew: timedelta
+    body: bytes, headers: tuple[tuple[str, str], ...], url: str, source: Source, now: datetime, future_skew: timedelta,
+    iframe_hosts: frozenset[str],
 ) -> Processed:
     """Parse one body and normalize its entries. Never raises for bad input."""
     from .normalize import normalize_entries
@@ -50,7 +51,7 @@ def process_feed(
         return Processed(source=source.name, error=e.message, error_kind=e.kind)
     except MemoryError:
         return Processed(source=source.name, error="feed too large to parse within the worker's memory limit", error_kind=ParseError.kind)
-    drafts, problems = normalize_entries(feed.entries, source, now=now, future_skew=future_skew)
+    drafts, problems = normalize_entries(feed.entries, source, now=now, future_skew=future_skew, iframe_hosts=iframe_hosts)
     return Processed(
         source=source.name,
         title=feed.title,

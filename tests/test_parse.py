@@ -611,3 +611,16 @@ def test_any_text_in_an_item_gives_a_feed_or_a_parse_error(text, field):
         except ParseError:
             continue
         assert pickle.loads(pickle.dumps(feed)) == feed
+
+
+def test_item_identity_does_not_depend_on_the_fetch_url():
+    """feedparser resolves guids against Content-Location; a relative-looking guid must stay
+    as written, or a port change, a 301 or http->https would turn every item into a new one."""
+    body = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://s.example/</link>'
+            b"<description>d</description><item><title>a</title><guid>item-1</guid><link>posts/1.html</link>"
+            b"</item></channel></rss>")
+    one = parse_feed(body, {}, "http://127.0.0.1:8080/feed.xml").entries[0]
+    two = parse_feed(body, {}, "https://mirror.example/other/feed.xml").entries[0]
+    assert one.guid == two.guid == "item-1"
+    assert one.link == "http://127.0.0.1:8080/posts/1.html"  # relative links: against the document's URL
+    assert two.link == "https://mirror.example/other/posts/1.html"
