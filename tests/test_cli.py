@@ -170,3 +170,25 @@ def test_run_daemon_polls_at_start_and_stops_on_sigterm(config, server, tmp_path
     assert len(list(posts.glob("*.md"))) == 2
     assert "poll Tiny: 2 new" in err
     assert (tmp_path / "out" / "index.opml").exists()
+
+
+def test_poll_due_include_gone_and_update_moved(config, server):
+    server.add("/tiny.xml", RSS)
+    server.add("/gone.xml", b"gone", status=410, content_type="text/plain")
+    server.add("/new.xml", RSS.replace(b"Tiny Feed", b"Moved Feed").replace(b"<guid>", b"<guid>m"))
+    server.redirect("/old.xml", server.url("/new.xml"), status=301)
+    for name, path in (("Tiny", "/tiny.xml"), ("Gone", "/gone.xml"), ("Moved", "/old.xml")):
+        run(config, "add-source", server.url(path), "--name", name, "--category", "c", "--no-check", check=0)
+    p = run(config, "poll", check=0)
+    assert "gone" in p.stdout and "moved permanently" in p.stdout
+    hits = dict(server.hits)
+    p = run(config, "poll", "--due", check=0)  # nothing is due yet: nothing is fetched
+    assert server.hits == hits and "not due yet" in p.stdout
+    run(config, "poll", check=0)
+    assert server.hits["/gone.xml"] == hits["/gone.xml"]  # gone: not asked again
+    run(config, "poll", "Gone", "--include-gone", check=0)
+    assert server.hits["/gone.xml"] == hits["/gone.xml"] + 1
+    rows = {r["name"]: r for r in json.loads(run(config, "list-sources", "--json", check=0).stdout)}
+    assert rows["Gone"]["state"] == "gone" and rows["Moved"]["moved_to"] == server.url("/new.xml")
+    p = run(config, "poll", "Moved", "--update-moved", check=0)
+    assert f'url = "{server.url("/new.xml")}"' in config.read_text(encoding="utf-8")
