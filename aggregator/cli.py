@@ -343,6 +343,43 @@ def run(ctx):
 
 
 @cli.command()
+@click.argument("needle", metavar="ARTICLE_OR_URL")
+@click.pass_context
+def explain(ctx, needle):
+    """Why an article looks the way it does: its identity, date, sources and edits.
+
+    ARTICLE_OR_URL is an article's uid (or its first 8+ characters), its post file
+    name, its link, or the link or guid of any copy merged into it. Prints which key
+    matched each copy (g: source+guid, l: link, t: title+text, n: near-duplicate, with
+    its similarity), the sources merged, and the hashes of earlier versions.
+
+    \b
+    Example:
+      aggregator explain https://www.cls.cn/detail/889356
+    """
+    from .store import Store, to_iso
+
+    config = _config(ctx)
+    with Store(config.db_path) as store:
+        found = store.find_articles(needle)
+        if not found:
+            raise AggregatorError(f"no article matches {needle!r} (try a uid, a post name, a link or a guid)")
+        kinds = {"first": "first copy", "g": "same source + guid", "l": "same link", "t": "same title + text",
+                 "n": "near-duplicate"}
+        for a in found:
+            click.echo(f"{a.title}\n  uid {a.uid}   post {config.posts_dir / a.post_name}")
+            click.echo(f"  category {a.category}   date {to_iso(a.date)} ({a.date_note})   first seen {to_iso(a.first_seen)}")
+            click.echo("  copies:")
+            for s in store.article_sources(a.id):
+                how = kinds.get(s["matched"], s["matched"])
+                if s["matched"] == "n":
+                    how += f", similarity {s['score']:.3f}"
+                click.echo(f"    {s['seen']}  {s['source']}: {s['link'] or s['guid']}  [{how}]")
+            for content_hash, replaced in store.article_versions(a.id):
+                click.echo(f"  replaced version {content_hash[:16]}… at {replaced}")
+
+
+@cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default="demo-output", show_default=True,
               help="Where the demo's config, database and output go.")
 @click.pass_context

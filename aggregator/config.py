@@ -59,6 +59,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_backoff", str, "1d", "Cap on the exponential backoff of a failing source."),
     Setting("max_retry_after", str, "2d", "Cap on honouring a 429/503 Retry-After."),
     Setting("future_skew", str, "1h", "An item dated further in the future than this gets its first-seen time."),
+    Setting("near_duplicates", bool, True, "Merge the same story rewritten slightly by several sources (SimHash on the text)."),
+    Setting("near_duplicate_window", str, "72h", "Only copies published this close together are compared."),
+    Setting("near_duplicate_distance", int, 3, "Largest SimHash Hamming distance (of 64 bits) still counted as the same story."),
+    Setting("max_edits_per_day", int, 5, "An item changed upstream more often than this in 24 h stops updating its article."),
+    Setting("categories", dict, {}, "Per-category overrides: [categories.NAME] near_duplicates / near_duplicate_window / near_duplicate_distance."),
     Setting("iframe_hosts", list, list(sorted(DEFAULT_IFRAME_HOSTS)), "Video players whose iframes are kept (host or host/path-prefix, https only); [] drops every iframe."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
@@ -129,6 +134,8 @@ class Config:
     max_retry_after: int
     future_skew: timedelta
     iframe_hosts: frozenset[str]
+    max_edits_per_day: int
+    near_policy: tuple[tuple[str, bool, int, int], ...]  # ("" = default, then categories): on?, distance, window s
     sources: tuple[Source, ...]
 
     @property
@@ -153,6 +160,11 @@ class Config:
         from .schedule import PollPolicy
 
         return PollPolicy(max_cache_floor=self.max_cache_delay, max_retry_after=self.max_retry_after, max_backoff=self.max_backoff)
+
+    def near_duplicate_rule(self, category: str) -> tuple[bool, int, timedelta]:
+        """Whether and how near-duplicates are searched in ``category``."""
+        rules = {name: (on, distance, timedelta(seconds=window)) for name, on, distance, window in self.near_policy}
+        return rules.get(category, rules[""])
 
     def source(self, name: str) -> Source | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -226,6 +238,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         iframe_rules(hosts)
     except ValueError as e:
         raise ConfigError(f"{path}: 'iframe_hosts': {e}") from None
+    near_policy = _near_policy(get, path)
     try:
         future_skew = parse_interval(get("future_skew"))
     except ValueError as e:
@@ -305,8 +318,37 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         sources=tuple(sources),
         future_skew=timedelta(seconds=future_skew),
         iframe_hosts=frozenset(h.strip() for h in hosts),
+        max_edits_per_day=get("max_edits_per_day"),
+        near_policy=near_policy,
         **durations,
     )
+
+
+_NEAR_KEYS = {"near_duplicates": bool, "near_duplicate_window": str, "near_duplicate_distance": int}
+
+
+def _near_policy(get, path: Path) -> tuple[tuple[str, bool, int, int], ...]:
+    def rule(name: str, values, where: str) -> tuple[str, bool, int, int]:
+        for key, value in values.items():
+            if key not in _NEAR_KEYS:
+                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(_NEAR_KEYS)})")
+            if not _check_type(value, _NEAR_KEYS[key]):
+                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(_NEAR_KEYS[key])}, not {value!r}")
+        merged = {k: values.get(k, get(k)) for k in _NEAR_KEYS}
+        if not 0 <= merged["near_duplicate_distance"] <= 16:
+            raise ConfigError(f"{path}: {where}.near_duplicate_distance must be between 0 and 16")
+        try:
+            window = parse_interval(merged["near_duplicate_window"])
+        except ValueError as e:
+            raise ConfigError(f"{path}: {where}.near_duplicate_window: {e}") from None
+        return (name, merged["near_duplicates"], merged["near_duplicate_distance"], window)
+
+    rules = [rule("", {}, "near_duplicate settings")]
+    for name, values in get("categories").items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: categories.{name} must be a table")
+        rules.append(rule(name, values, f"categories.{name}"))
+    return tuple(rules)
 
 
 def _timezone(name: str | None, path: Path, where: str) -> str | None:

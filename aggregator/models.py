@@ -172,6 +172,8 @@ class ArticleDraft:
     dedup_keys: tuple[str, ...]  # identity keys, strongest first (see normalize.dedup_keys)
     content_hash: str  # changes only when something a reader sees changes
     date_note: str = "item"  # why the article has its date (dates.decide_date)
+    fingerprint: int | None = None  # 64-bit SimHash of title + text (None: too short to judge)
+    text_len: int = 0  # visible characters of the body: "the fullest body" wins a merge
 
 
 # --- store ---------------------------------------------------------------------------
@@ -202,6 +204,7 @@ class StoredArticle:
     updated: datetime  # last time its content changed (== first_seen when never edited)
     post_name: str  # file name under <output_dir>/posts/, fixed at creation
     date_note: str = "item"  # "item", or why the first-seen time stands in
+    sources: tuple[tuple[str, str | None], ...] = ()  # (name, link) of every source merged in, first first
 
     @property
     def categories(self) -> list[str]:

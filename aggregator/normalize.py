@@ -163,6 +163,7 @@ def normalize_entry(
         dedup_keys=dedup_keys(source, guid, link, title, text),
         content_hash=content_hash,
         date_note=date_note,
+        text_len=len(normalize_text(text)),
     )
 
 

@@ -282,9 +282,12 @@ class Pipeline:
 
         for problem in processed.problems:
             log.info("%s", problem)
-        applied = store.apply(processed.drafts, now=now, name_post=post_name, uid_of=article_uid)
+        applied = store.apply(
+            processed.drafts, now=now, name_post=post_name, uid_of=article_uid,
+            near=self.config.near_duplicate_rule, max_edits_per_day=self.config.max_edits_per_day,
+        )
         written = []
-        for article in applied.new + applied.updated:
+        for article in applied.new + applied.updated + applied.merged:
             if write_post(article, self.config.posts_dir):
                 written.append(article.post_name)
         hints = (processed.ttl_minutes, processed.update_period, processed.update_frequency)

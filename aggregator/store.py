@@ -14,19 +14,20 @@ duplicate or an edit are added as aliases, so the next poll finds the article di
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlite_utils
 
-from .decide import Match, Verdict, decide, pick_match
+from .decide import Match, Verdict, decide, edit_allowed, merge_changes, pick_match
 from .errors import StoreError
 from .models import ArticleDraft, StoredArticle, Validators
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _ARTICLE_COLUMNS = (
     "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
@@ -75,6 +76,29 @@ class ApplyResult:
     updated: tuple[StoredArticle, ...]
     unchanged: int
     duplicates: int
+    merged: tuple[StoredArticle, ...] = ()  # only their list of sources grew: posts rewritten
+    capped: int = 0  # edits refused by the per-day edit cap
+
+
+# category -> (near-duplicate search on?, max Hamming distance, time window)
+NearPolicy = Callable[[str], tuple[bool, int, timedelta]]
+
+
+def _signed(fp: int | None) -> int | None:
+    """SQLite integers are signed 64-bit."""
+    if fp is None:
+        return None
+    return fp - (1 << 64) if fp >= 1 << 63 else fp
+
+
+def _unsigned(v: int) -> int:
+    return v + (1 << 64) if v < 0 else v
+
+
+def _bands(fp: int) -> list[str]:
+    from .similarity import band_keys
+
+    return band_keys(fp)
 
 
 class Store:
@@ -144,6 +168,27 @@ class Store:
             if version < 3:
                 # issue 4: why an article has its date (item, or first seen because ...)
                 self.db["articles"].add_column("date_note", str, not_null_default="item")
+            if version < 4:
+                # issue 5: every source an article came from, its previous versions, and
+                # what the near-duplicate search needs.
+                self.db["articles"].add_column("text_len", int, not_null_default=0)
+                self.db["articles"].add_column("simhash", int)
+                self.db["article_sources"].create(
+                    {"article_id": int, "source": str, "guid": str, "link": str, "matched": str,
+                     "score": float, "seen": str},
+                    pk=("article_id", "source", "guid"),
+                    foreign_keys=[("article_id", "articles", "id")],
+                )
+                self.db["article_versions"].create(
+                    {"article_id": int, "content_hash": str, "replaced": str},
+                    foreign_keys=[("article_id", "articles", "id")],
+                )
+                self.db["article_versions"].create_index(["article_id", "replaced"])
+                self.db["near_keys"].create({"band": str, "article_id": int}, pk=("band", "article_id"))
+                conn.execute(
+                    "INSERT INTO article_sources (article_id, source, guid, link, matched, score, seen)"
+                    " SELECT id, source, guid, link, 'first', 1.0, first_seen FROM articles"
+                )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -256,10 +301,12 @@ class Store:
         """Delete a source's state and articles; returns the deleted articles (their post
         files are the caller's to remove)."""
         articles = self._select("WHERE source = ? ORDER BY id", [name])
+        owned = "(SELECT id FROM articles WHERE source = ?)"
         with self._write():
-            self.db.execute(
-                "DELETE FROM article_keys WHERE article_id IN (SELECT id FROM articles WHERE source = ?)", [name]
-            )
+            for table in ("article_keys", "article_sources", "article_versions", "near_keys"):
+                self.db.execute(f"DELETE FROM {table} WHERE article_id IN {owned}", [name])
+            # copies it contributed to other sources' articles: only the record of it goes
+            self.db.execute("DELETE FROM article_sources WHERE source = ?", [name])
             self.db.execute("DELETE FROM articles WHERE source = ?", [name])
             self.db.execute("DELETE FROM sources WHERE name = ?", [name])
         return articles
@@ -273,69 +320,172 @@ class Store:
         now: datetime,
         name_post: Callable[[str, datetime, str], str],
         uid_of: Callable[[ArticleDraft], str],
+        near: NearPolicy | None = None,
+        max_edits_per_day: int = 5,
     ) -> ApplyResult:
         """Store a feed's drafts in one transaction; decide each against what is known.
 
         ``name_post(title, date, uid)`` names a new article's post file (fixed at creation,
         so an edited title never orphans the old file); ``uid_of`` gives a new article's
-        permanent id.
+        permanent id; ``near`` says, per category, whether and how near-duplicates are
+        searched (None: exact keys only).
         """
-        now_s = to_iso(now)
         new: list[int] = []
         updated: list[int] = []
-        unchanged = duplicates = 0
+        merged: list[int] = []
+        unchanged = duplicates = capped = 0
         with self._write():
             for draft in drafts:
-                match = pick_match(self._matches(draft.dedup_keys))
+                matches = self._matches(draft.dedup_keys)
+                if not matches and near is not None:
+                    matches = self._near_matches(draft, near)
+                match = pick_match(matches)
                 verdict = decide(draft.source, draft.content_hash, match)
                 if verdict is Verdict.NEW:
-                    uid = uid_of(draft)
-                    date = draft.date or now
-                    cur = self.db.execute(
-                        f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            uid, draft.source, draft.category, draft.channel, draft.guid, draft.link,
-                            draft.title, draft.author, to_iso(date), draft.image, draft.body_html,
-                            draft.summary, draft.content_hash, now_s, now_s,
-                            self._free_post_name(name_post(draft.title, date, uid)), draft.date_note,
-                        ],
-                    )
-                    article_id = cur.lastrowid
+                    article_id = self._insert(draft, now, name_post, uid_of)
                     new.append(article_id)
                 else:
                     article_id = match.article_id
                     if verdict is Verdict.UPDATE:
-                        # An undated item keeps its first-seen date: only a real date moves it.
-                        self.db.execute(
-                            "UPDATE articles SET guid = ?, link = ?, title = ?, date = coalesce(?, date),"
-                            " date_note = CASE WHEN ? IS NULL THEN date_note ELSE ? END,"
-                            " image = ?, body_html = ?, summary = ?, content_hash = ?, updated = ?"
-                            " WHERE id = ?",
-                            [
-                                draft.guid, draft.link, draft.title,
-                                to_iso(draft.date) if draft.date else None,
-                                to_iso(draft.date) if draft.date else None, draft.date_note, draft.image,
-                                draft.body_html, draft.summary, draft.content_hash, now_s, article_id,
-                            ],
-                        )
-                        updated.append(article_id)
+                        if self._edit(article_id, draft, now, max_edits_per_day):
+                            updated.append(article_id)
+                        else:
+                            capped += 1
                     elif verdict is Verdict.UNCHANGED:
                         unchanged += 1
                     else:
                         duplicates += 1
+                        change = self._merge(article_id, draft, match, now)
+                        if change == "content":
+                            updated.append(article_id)
+                        elif change == "sources":
+                            merged.append(article_id)
                 # Remember every identity this item arrived under (first owner keeps a key).
                 self.db.conn.executemany(
                     "INSERT INTO article_keys (key, article_id) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
                     [(k, article_id) for k in draft.dedup_keys],
                 )
-        by_id = {a.id: a for a in self.articles_by_id(new + updated)}
+        by_id = {a.id: a for a in self.articles_by_id(new + updated + merged)}
+        # An article appears once, under its strongest change: new > updated > merged.
+        updated = [i for i in dict.fromkeys(updated) if i not in new]
+        merged = [i for i in dict.fromkeys(merged) if i not in new and i not in updated]
         return ApplyResult(
-            new=tuple(by_id[i] for i in new),
-            updated=tuple(by_id[i] for i in dict.fromkeys(updated) if i not in new),
-            unchanged=unchanged,
-            duplicates=duplicates,
+            new=tuple(by_id[i] for i in new), updated=tuple(by_id[i] for i in updated),
+            merged=tuple(by_id[i] for i in merged),
+            unchanged=unchanged + capped, duplicates=duplicates, capped=capped,
         )
+
+    def _insert(self, draft: ArticleDraft, now: datetime, name_post, uid_of) -> int:
+        uid = uid_of(draft)
+        date = draft.date or now
+        now_s = to_iso(now)
+        cur = self.db.execute(
+            f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)}, text_len, simhash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                uid, draft.source, draft.category, draft.channel, draft.guid, draft.link,
+                draft.title, draft.author, to_iso(date), draft.image, draft.body_html,
+                draft.summary, draft.content_hash, now_s, now_s,
+                self._free_post_name(name_post(draft.title, date, uid)), draft.date_note,
+                draft.text_len, _signed(draft.fingerprint),
+            ],
+        )
+        article_id = cur.lastrowid
+        self._add_source(article_id, draft, "first", 1.0, now)
+        if draft.fingerprint is not None:
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO near_keys (band, article_id) VALUES (?, ?)",
+                [(f"{draft.category}\x00{band}", article_id) for band in _bands(draft.fingerprint)],
+            )
+        return article_id
+
+    def _add_source(self, article_id: int, draft: ArticleDraft, matched: str, score: float, now: datetime) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO article_sources (article_id, source, guid, link, matched, score, seen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [article_id, draft.source, draft.guid, draft.link, matched, score, to_iso(now)],
+        )
+        return cur.rowcount > 0
+
+    def _edit(self, article_id: int, draft: ArticleDraft, now: datetime, cap: int) -> bool:
+        """The same item changed upstream: keep the previous version's hash, update in
+        place — unless it already changed ``cap`` times in the last day."""
+        recent = self.db.execute(
+            "SELECT count(*) FROM article_versions WHERE article_id = ? AND replaced > ?",
+            [article_id, to_iso(now - timedelta(days=1))],
+        ).fetchone()[0]
+        if not edit_allowed(recent, cap):
+            return False
+        self.db.execute(
+            "INSERT INTO article_versions (article_id, content_hash, replaced)"
+            " SELECT id, content_hash, ? FROM articles WHERE id = ?", [to_iso(now), article_id],
+        )
+        # An undated item keeps its first-seen date: only a real date moves it.
+        self.db.execute(
+            "UPDATE articles SET guid = ?, link = ?, title = ?, date = coalesce(?, date),"
+            " date_note = CASE WHEN ? IS NULL THEN date_note ELSE ? END,"
+            " image = ?, body_html = ?, summary = ?, content_hash = ?, updated = ?, text_len = ?,"
+            " simhash = coalesce(?, simhash) WHERE id = ?",
+            [
+                draft.guid, draft.link, draft.title,
+                to_iso(draft.date) if draft.date else None,
+                to_iso(draft.date) if draft.date else None, draft.date_note, draft.image,
+                draft.body_html, draft.summary, draft.content_hash, to_iso(now), draft.text_len,
+                _signed(draft.fingerprint), article_id,
+            ],
+        )
+        return True
+
+    def _merge(self, article_id: int, draft: ArticleDraft, match: Match, now: datetime) -> str | None:
+        """Another copy of a stored story: record its source; keep the earliest date and
+        the fullest body. Returns "content" (body/date changed), "sources" (only the list
+        of sources grew) or None."""
+        added = self._add_source(article_id, draft, match.key_kind, match.score, now)
+        date_s, text_len = self.db.execute("SELECT date, text_len FROM articles WHERE id = ?", [article_id]).fetchone()
+        earlier, fuller = merge_changes(from_iso(date_s), text_len, draft.date, draft.text_len)
+        if earlier:
+            self.db.execute("UPDATE articles SET date = ?, date_note = ? WHERE id = ?",
+                            [to_iso(draft.date), f"earliest of merged copies ({draft.source})", article_id])
+        if fuller:
+            self.db.execute(
+                "INSERT INTO article_versions (article_id, content_hash, replaced)"
+                " SELECT id, content_hash, ? FROM articles WHERE id = ?", [to_iso(now), article_id],
+            )
+            self.db.execute(
+                "UPDATE articles SET body_html = ?, summary = ?, image = coalesce(image, ?), text_len = ?,"
+                " content_hash = ?, updated = ? WHERE id = ?",
+                [draft.body_html, draft.summary, draft.image, draft.text_len, draft.content_hash, to_iso(now), article_id],
+            )
+        if earlier or fuller:
+            return "content"
+        return "sources" if added else None
+
+    def _near_matches(self, draft: ArticleDraft, near: NearPolicy) -> list[Match]:
+        """Candidates sharing a SimHash band in the same category, within the time window,
+        scored by Hamming distance (an index lookup, never a scan)."""
+        enabled, threshold, window = near(draft.category)
+        if not enabled or draft.fingerprint is None:
+            return []
+        bands = [f"{draft.category}\x00{b}" for b in _bands(draft.fingerprint)]
+        rows = self.db.execute(
+            "SELECT DISTINCT a.id, a.source, a.content_hash, a.simhash, a.date, a.first_seen FROM near_keys k"
+            f" JOIN articles a ON a.id = k.article_id WHERE k.band IN ({', '.join('?' * len(bands))})",
+            bands,
+        ).fetchall()
+        from .similarity import hamming
+
+        anchor = draft.date or None
+        out = []
+        for article_id, source, content_hash, simhash, date_s, first_s in rows:
+            if simhash is None:
+                continue
+            when = from_iso(date_s)
+            if anchor is not None and abs(when - anchor) > window:
+                continue
+            distance = hamming(_unsigned(simhash), draft.fingerprint)
+            if distance <= threshold:
+                out.append(Match(article_id, source, content_hash, "n", score=round(1 - distance / 64, 4)))
+        return sorted(out, key=lambda m: (-m.score, m.article_id))[:1]
 
     def _matches(self, keys: Iterable[str]) -> list[Match]:
         keys = list(keys)
@@ -359,7 +509,48 @@ class Store:
 
     def _select(self, where: str, params: Sequence = ()) -> list[StoredArticle]:
         rows = self.db.execute(f"SELECT {_ARTICLE_COLUMNS} FROM articles {where}", list(params)).fetchall()
-        return [_article(r) for r in rows]
+        return self._with_sources([_article(r) for r in rows])
+
+    def _with_sources(self, articles: list[StoredArticle]) -> list[StoredArticle]:
+        """Attach every source an article was merged from (first source first)."""
+        if not articles:
+            return articles
+        found: dict[int, list[tuple[str, str | None]]] = {}
+        ids = [a.id for a in articles]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for article_id, source, link in self.db.execute(
+                "SELECT article_id, source, link FROM article_sources"
+                f" WHERE article_id IN ({', '.join('?' * len(chunk))}) ORDER BY article_id, seen, rowid",
+                chunk,
+            ):
+                names = found.setdefault(article_id, [])
+                if source not in (n for n, _ in names):
+                    names.append((source, link))
+        return [dataclasses.replace(a, sources=tuple(found.get(a.id, ()))) for a in articles]
+
+    def article_sources(self, article_id: int) -> list[dict]:
+        """The merge log of one article, for ``aggregator explain``."""
+        rows = self.db.execute(
+            "SELECT source, guid, link, matched, score, seen FROM article_sources WHERE article_id = ?"
+            " ORDER BY seen, rowid", [article_id],
+        ).fetchall()
+        return [dict(zip(("source", "guid", "link", "matched", "score", "seen"), r)) for r in rows]
+
+    def article_versions(self, article_id: int) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self.db.execute(
+            "SELECT content_hash, replaced FROM article_versions WHERE article_id = ? ORDER BY replaced, rowid",
+            [article_id])]
+
+    def find_articles(self, needle: str) -> list[StoredArticle]:
+        """By uid (or a prefix of 8+), post file name, link, or upstream guid."""
+        needle = needle.strip()
+        return self._select(
+            "WHERE uid = ? OR (length(?) >= 8 AND uid LIKE ? || '%') OR post_name = ? OR post_name = ? || '.md'"
+            " OR link = ? OR guid = ? OR id IN (SELECT article_id FROM article_sources WHERE link = ? OR guid = ?)"
+            " ORDER BY id",
+            [needle, needle, needle, needle, needle, needle, needle, needle, needle],
+        )
 
     def articles_by_id(self, ids: Sequence[int]) -> list[StoredArticle]:
         out: list[StoredArticle] = []
@@ -387,8 +578,7 @@ class Store:
             [limit],
         ).fetchall()
         groups: dict[str, list[StoredArticle]] = {}
-        for r in rows:
-            a = _article(r)
+        for a in self._with_sources([_article(r) for r in rows]):
             groups.setdefault(a.category, []).append(a)
         return groups
 

@@ -24,6 +24,7 @@ def draft(src: Source, guid: str, *, title="Title", body="<p>Body text of the st
         source=src.name, category=src.category, channel=src.channel, guid=guid, link=link, title=title,
         author=src.name, date=date, image=None, body_html=body, summary=text[:50],
         dedup_keys=dedup_keys(src, guid, link, title, text), content_hash=h or f"{title}|{body}|{link}|{date}",
+        text_len=len(text),
     )
 
 
@@ -37,8 +38,8 @@ def store(tmp_path):
         yield s
 
 
-def apply(store, drafts, now=T0):
-    return store.apply(drafts, now=now, name_post=name_post, uid_of=article_uid)
+def apply(store, drafts, now=T0, **kwargs):
+    return store.apply(drafts, now=now, name_post=name_post, uid_of=article_uid, **kwargs)
 
 
 def test_decider_table():
@@ -55,7 +56,7 @@ def test_decider_table():
 
 def test_wal_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_migration_from_schema_1_keeps_data(tmp_path):
@@ -66,13 +67,17 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
         # make it look like a database written by schema 1
         for column in ("next_poll", "moved_to", "ttl_minutes", "update_period", "update_frequency"):
             s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
-        s.db.execute("ALTER TABLE articles DROP COLUMN date_note")
+        for column in ("date_note", "text_len", "simhash"):
+            s.db.execute(f"ALTER TABLE articles DROP COLUMN {column}")
+        for table in ("article_sources", "article_versions", "near_keys"):
+            s.db.execute(f"DROP TABLE {table}")
         s.db.execute("PRAGMA user_version = 1")
     with Store(path) as s:
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         st = s.source_state("A")
         assert st.validators.etag == '"e"' and st.next_poll is None and st.articles == 1
         assert s.all_articles()[0].date_note == "item"
+        assert s.all_articles()[0].sources == (("A", None),)  # the first copy is backfilled
 
 
 def test_new_then_unchanged_then_update(store):
@@ -174,3 +179,53 @@ def test_two_connections_write_without_locking_errors(tmp_path):
     assert errors == []
     with Store(path) as s:
         assert s.article_count() == 80
+
+
+# -- issue 5: merges, versions, the edit cap ---------------------------------------------
+
+
+def test_duplicate_from_another_source_is_merged_keeping_earliest_date_and_fullest_body(store):
+    first = apply(store, [draft(A, "a1", title="Story", body="<p>Short wire copy.</p>", link="https://x.example/s", date=T0)]).new[0]
+    fuller = draft(B, "b1", title="Story", body="<p>Short wire copy, with a longer second paragraph added.</p>",
+                   link="https://x.example/s?utm_source=b", date=T0 - timedelta(hours=2))
+    r = apply(store, [fuller], now=T0 + timedelta(hours=1))
+    assert r.duplicates == 1 and [a.id for a in r.updated] == [first.id]
+    art = r.updated[0]
+    assert art.date == T0 - timedelta(hours=2) and "earliest" in art.date_note
+    assert art.body_html == fuller.body_html
+    assert [name for name, _ in art.sources] == ["A", "B"]
+    assert store.article_count() == 1
+    assert [v[0] for v in store.article_versions(first.id)] == [first.content_hash]
+
+
+def test_a_shorter_later_copy_only_adds_its_source(store):
+    first = apply(store, [draft(A, "a1", body="<p>The full and long story text.</p>", link="https://x.example/s")]).new[0]
+    r = apply(store, [draft(B, "b1", body="<p>Short.</p>", link="https://x.example/s", date=T0 + timedelta(hours=1))])
+    assert not r.updated and [a.id for a in r.merged] == [first.id]
+    assert r.merged[0].body_html == first.body_html and r.merged[0].date == first.date
+    again = apply(store, [draft(B, "b1", body="<p>Short.</p>", link="https://x.example/s", date=T0 + timedelta(hours=1))])
+    assert not again.merged and again.duplicates == 1  # the same copy twice: nothing to do
+    log = store.article_sources(first.id)
+    assert [(e["source"], e["matched"]) for e in log] == [("A", "first"), ("B", "l")]
+
+
+def test_edit_cap_stops_churn_and_keeps_versions(store):
+    apply(store, [draft(A, "x", body="<p>v0</p>")])
+    outcomes = []
+    for i in range(1, 8):
+        r = apply(store, [draft(A, "x", body=f"<p>v{i}</p>")], now=T0 + timedelta(hours=i), max_edits_per_day=3)
+        outcomes.append((len(r.updated), r.capped))
+    assert outcomes[:3] == [(1, 0)] * 3 and outcomes[3:] == [(0, 1)] * 4
+    art = store.all_articles()[0]
+    assert art.body_html == "<p>v3</p>" and len(store.article_versions(art.id)) == 3
+    # a day later, edits flow again
+    r = apply(store, [draft(A, "x", body="<p>v9</p>")], now=T0 + timedelta(days=2), max_edits_per_day=3)
+    assert len(r.updated) == 1
+
+
+def test_find_articles(store):
+    art = apply(store, [draft(A, "guid-1", link="https://x.example/s")]).new[0]
+    apply(store, [draft(B, "b-guid", link="https://x.example/s")])
+    for needle in (art.uid, art.uid[:10], art.post_name, "https://x.example/s", "guid-1", "b-guid"):
+        assert [a.id for a in store.find_articles(needle)] == [art.id], needle
+    assert store.find_articles("nothing-like-it") == []

@@ -113,7 +113,8 @@ def _q(text: str) -> _Quoted:
 
 
 def front_matter(article: StoredArticle) -> dict[str, object]:
-    """The front-matter mapping, keys in the seed's order, then ``link``."""
+    """The front-matter mapping, keys in the seed's order, then ``link``, then ``sources``
+    (only for an article merged from several sources)."""
     thumbnail = _q(article.thumbnail)
     meta: dict[str, object] = {
         "title": _q(article.title),
@@ -126,6 +127,12 @@ def front_matter(article: StoredArticle) -> dict[str, object]:
     }
     if article.link:
         meta["link"] = _q(article.link)
+    if len(article.sources) > 1:
+        # One story from several sources (issue 5): every one, first first, after the
+        # seed's keys. A single-source article keeps exactly the seed's shape.
+        meta["sources"] = [
+            {"name": _q(name), **({"link": _q(link)} if link else {})} for name, link in article.sources
+        ]
     return meta
 
 
