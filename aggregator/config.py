@@ -24,6 +24,7 @@ from typing import Any
 from . import USER_AGENT
 from .errors import ConfigError
 from .cleanrules import DEFAULT_IFRAME_HOSTS, iframe_rules
+from .similarity import BANDS, NEAR_DUP_THRESHOLD
 from .models import FetchLimits, RequestOptions, Source
 from .politeness import FETCHER_OWNED_HEADERS
 
@@ -61,7 +62,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("future_skew", str, "1h", "An item dated further in the future than this gets its first-seen time."),
     Setting("near_duplicates", bool, True, "Merge the same story rewritten slightly by several sources (SimHash on the text)."),
     Setting("near_duplicate_window", str, "72h", "Only copies published this close together are compared."),
-    Setting("near_duplicate_distance", int, 3, "Largest SimHash Hamming distance (of 64 bits) still counted as the same story."),
+    Setting("near_duplicate_distance", int, NEAR_DUP_THRESHOLD, "Largest SimHash Hamming distance (of 64 bits) still counted as the same story."),
     Setting("max_edits_per_day", int, 5, "An item changed upstream more often than this in 24 h stops updating its article."),
     Setting("categories", dict, {}, "Per-category overrides: [categories.NAME] near_duplicates / near_duplicate_window / near_duplicate_distance."),
     Setting("iframe_hosts", list, list(sorted(DEFAULT_IFRAME_HOSTS)), "Video players whose iframes are kept (host or host/path-prefix, https only); [] drops every iframe."),
@@ -335,8 +336,9 @@ def _near_policy(get, path: Path) -> tuple[tuple[str, bool, int, int], ...]:
             if not _check_type(value, _NEAR_KEYS[key]):
                 raise ConfigError(f"{path}: {where}.{key} must be {_type_name(_NEAR_KEYS[key])}, not {value!r}")
         merged = {k: values.get(k, get(k)) for k in _NEAR_KEYS}
-        if not 0 <= merged["near_duplicate_distance"] <= 16:
-            raise ConfigError(f"{path}: {where}.near_duplicate_distance must be between 0 and 16")
+        if not 0 <= merged["near_duplicate_distance"] < BANDS:
+            # the band index finds every pair closer than BANDS bits, and no farther
+            raise ConfigError(f"{path}: {where}.near_duplicate_distance must be between 0 and {BANDS - 1}")
         try:
             window = parse_interval(merged["near_duplicate_window"])
         except ValueError as e:

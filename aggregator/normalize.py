@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 from .clean import DEFAULT_IFRAME_HOSTS, clean_html
 from .dates import decide_date, read_date
+from .similarity import fingerprint
 from .text import canonical_url, clean_title, excerpt, first_image, html_to_text, strip_tracking
 from .models import ArticleDraft, ParsedEntry, Source
 
@@ -164,6 +165,7 @@ def normalize_entry(
         content_hash=content_hash,
         date_note=date_note,
         text_len=len(normalize_text(text)),
+        fingerprint=fingerprint(title, text),
     )
 
 

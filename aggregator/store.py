@@ -86,13 +86,15 @@ NearPolicy = Callable[[str], tuple[bool, int, timedelta]]
 
 def _signed(fp: int | None) -> int | None:
     """SQLite integers are signed 64-bit."""
-    if fp is None:
-        return None
-    return fp - (1 << 64) if fp >= 1 << 63 else fp
+    from .similarity import to_sqlite
+
+    return None if fp is None else to_sqlite(fp)
 
 
 def _unsigned(v: int) -> int:
-    return v + (1 << 64) if v < 0 else v
+    from .similarity import from_sqlite
+
+    return from_sqlite(v)
 
 
 def _bands(fp: int) -> list[str]:

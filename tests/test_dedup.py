@@ -1,0 +1,100 @@
+"""Issue 5 through the whole pipeline: the same story from several sources becomes one
+article (exact keys and near-duplicates), different stories never do."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from html import escape
+
+import frontmatter
+import pytest
+
+from aggregator.config import load_config
+from aggregator.pipeline import Pipeline
+from tests.conftest import fixture_file, write_config
+from tests.helpers import load_post
+from tests.test_cli import run
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+
+
+def seed_paragraphs() -> list[str]:
+    body = frontmatter.loads(fixture_file("seed-article.md").read_text(encoding="utf-8")).content
+    return [p for p in re.findall(r"<p>(.*?)</p>", body, re.S) if len(p) > 20]
+
+
+def rss(items: list[tuple[str, str, str, str]]) -> bytes:
+    """items: (guid, title, html body, pubDate)."""
+    out = "".join(
+        f"<item><title>{escape(t)}</title><link>https://news.example/{g}</link><guid>{g}</guid>"
+        f"<pubDate>{d}</pubDate><description>{escape(b)}</description></item>"
+        for g, t, b, d in items
+    )
+    return f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>t</title><link>https://news.example/</link><description>d</description>{out}</channel></rss>'.encode()
+
+
+def _poll(tmp_path, server, feeds: dict[str, bytes], **settings):
+    sources = []
+    for name, body in feeds.items():
+        server.add(f"/{name}.xml", body)
+        sources.append({"name": name, "url": server.url(f"/{name}.xml"), "category": "金融"})
+    path = write_config(tmp_path / "config.toml", sources, **settings)
+    cfg = load_config(path)
+    with Pipeline(cfg, clock=lambda: NOW) as p:
+        return cfg, path, p.poll()
+
+
+def test_rewritten_wire_copy_from_two_sources_is_one_article(tmp_path, server):
+    paras = seed_paragraphs()
+    original = "".join(f"<p>{p}</p>" for p in paras)
+    rewritten = "".join(f"<p>{p}</p>" for p in paras[:-1]) + "<p>（完）本文另有补充一句话。</p>"
+    cfg, path, cycle = _poll(tmp_path, server, {
+        "财联社": rss([("cls-1", "外交部：中美双方正就元首会晤有关具体安排保持密切沟通", original, "Wed, 10 Nov 2021 11:50:52 GMT")]),
+        "转载网": rss([("portal-9", "【财联社】外交部：中美双方正就元首会晤有关具体安排保持密切沟通", rewritten, "Wed, 10 Nov 2021 12:30:00 GMT")]),
+    })
+    assert sum(r.new for r in cycle.results) == 1 and sum(r.duplicates for r in cycle.results) == 1
+    posts = list(cfg.posts_dir.glob("*.md"))
+    assert len(posts) == 1
+    post = load_post(posts[0])
+    assert [s["name"] for s in post["sources"]] == ["财联社", "转载网"]
+    assert post["date"] == "Wed, 10 Nov 2021 11:50:52 GMT"  # the earliest publication
+    out = run(path, "explain", "https://news.example/portal-9", check=0).stdout
+    assert "near-duplicate, similarity 0." in out and "财联社" in out and "转载网" in out
+
+
+def test_different_stories_with_the_same_prefix_and_a_recurring_column_stay_apart(tmp_path, server):
+    paras = seed_paragraphs()
+    half = len(paras) // 2
+    a = "".join(f"<p>{p}</p>" for p in paras[:half])
+    b = "".join(f"<p>{p}</p>" for p in paras[half:])
+    cfg, _, cycle = _poll(tmp_path, server, {
+        "财联社": rss([
+            ("c1", "【财联社】每日早报", a, "Mon, 23 Nov 2026 08:00:00 GMT"),
+            ("c2", "【财联社】每日早报", b, "Tue, 24 Nov 2026 08:00:00 GMT"),
+        ]),
+    })
+    assert cycle.results[0].new == 2
+    assert len(list(cfg.posts_dir.glob("*.md"))) == 2
+
+
+def test_near_duplicates_can_be_switched_off_per_category(tmp_path, server):
+    paras = seed_paragraphs()
+    original = "".join(f"<p>{p}</p>" for p in paras)
+    rewritten = "".join(f"<p>{p}</p>" for p in paras[:-1]) + "<p>补充一句。</p>"
+    cfg, _, cycle = _poll(tmp_path, server, {
+        "A": rss([("a", "标题一", original, "Wed, 10 Nov 2021 11:50:52 GMT")]),
+        "B": rss([("b", "标题二", rewritten, "Wed, 10 Nov 2021 12:50:52 GMT")]),
+    }, categories={"金融": {"near_duplicates": False}})
+    assert sum(r.new for r in cycle.results) == 2
+
+
+def test_near_duplicates_outside_the_window_stay_apart(tmp_path, server):
+    paras = seed_paragraphs()
+    original = "".join(f"<p>{p}</p>" for p in paras)
+    cfg, _, cycle = _poll(tmp_path, server, {
+        "A": rss([("a", "标题一", original, "Wed, 10 Nov 2021 11:50:52 GMT")]),
+        "B": rss([("b", "标题二", original + "<p>又及。</p>", "Mon, 15 Nov 2021 11:50:52 GMT")]),
+    }, near_duplicate_window="72h")
+    assert sum(r.new for r in cycle.results) == 2
