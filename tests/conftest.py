@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: CI shares two cores with whatever else runs, and a slow example
+# is not a failure of the property (performance is measured in benchmarks/, not here).
+settings.register_profile("aggregator", deadline=None)
+settings.load_profile("aggregator")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
