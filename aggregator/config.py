@@ -64,7 +64,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("near_duplicate_window", str, "72h", "Only copies published this close together are compared."),
     Setting("near_duplicate_distance", int, NEAR_DUP_THRESHOLD, "Largest SimHash Hamming distance (of 64 bits) still counted as the same story."),
     Setting("max_edits_per_day", int, 5, "An item changed upstream more often than this in 24 h stops updating its article."),
-    Setting("categories", dict, {}, "Per-category overrides: [categories.NAME] near_duplicates / near_duplicate_window / near_duplicate_distance."),
+    Setting("retention", (str, int), "forever", 'Articles kept per category: "forever", an age ("90d"), or a count (500 newest).'),
+    Setting("categories", dict, {}, "Per-category overrides: [categories.NAME] near_duplicates / near_duplicate_window / near_duplicate_distance / retention."),
     Setting("iframe_hosts", list, list(sorted(DEFAULT_IFRAME_HOSTS)), "Video players whose iframes are kept (host or host/path-prefix, https only); [] drops every iframe."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
@@ -137,6 +138,7 @@ class Config:
     iframe_hosts: frozenset[str]
     max_edits_per_day: int
     near_policy: tuple[tuple[str, bool, int, int], ...]  # ("" = default, then categories): on?, distance, window s
+    retention: tuple[tuple[str, str, int], ...]  # ("" = default, then categories): "forever" | "age" (s) | "count"
     sources: tuple[Source, ...]
 
     @property
@@ -167,6 +169,11 @@ class Config:
         rules = {name: (on, distance, timedelta(seconds=window)) for name, on, distance, window in self.near_policy}
         return rules.get(category, rules[""])
 
+    def retention_rule(self, category: str) -> tuple[str, int]:
+        """("forever", 0), ("age", seconds) or ("count", n) for ``category``."""
+        rules = {name: (kind, n) for name, kind, n in self.retention}
+        return rules.get(category, rules[""])
+
     def source(self, name: str) -> Source | None:
         return next((s for s in self.sources if s.name == name), None)
 
@@ -180,7 +187,7 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
              list: "a list"}
     if isinstance(t, tuple):
-        return "a number"
+        return "a number" if set(t) == {int, float} else " or ".join(names.get(x, x.__name__) for x in t)
     return names.get(t, t.__name__)
 
 
@@ -240,6 +247,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
     except ValueError as e:
         raise ConfigError(f"{path}: 'iframe_hosts': {e}") from None
     near_policy = _near_policy(get, path)
+    retention = _retention(get, path)
     try:
         future_skew = parse_interval(get("future_skew"))
     except ValueError as e:
@@ -321,20 +329,22 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         iframe_hosts=frozenset(h.strip() for h in hosts),
         max_edits_per_day=get("max_edits_per_day"),
         near_policy=near_policy,
+        retention=retention,
         **durations,
     )
 
 
 _NEAR_KEYS = {"near_duplicates": bool, "near_duplicate_window": str, "near_duplicate_distance": int}
+_CATEGORY_KEYS = {**_NEAR_KEYS, "retention": (str, int)}
 
 
 def _near_policy(get, path: Path) -> tuple[tuple[str, bool, int, int], ...]:
     def rule(name: str, values, where: str) -> tuple[str, bool, int, int]:
         for key, value in values.items():
-            if key not in _NEAR_KEYS:
-                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(_NEAR_KEYS)})")
-            if not _check_type(value, _NEAR_KEYS[key]):
-                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(_NEAR_KEYS[key])}, not {value!r}")
+            if key not in _CATEGORY_KEYS:
+                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(_CATEGORY_KEYS)})")
+            if not _check_type(value, _CATEGORY_KEYS[key]):
+                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(_CATEGORY_KEYS[key])}, not {value!r}")
         merged = {k: values.get(k, get(k)) for k in _NEAR_KEYS}
         if not 0 <= merged["near_duplicate_distance"] < BANDS:
             # the band index finds every pair closer than BANDS bits, and no farther
@@ -350,6 +360,26 @@ def _near_policy(get, path: Path) -> tuple[tuple[str, bool, int, int], ...]:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: categories.{name} must be a table")
         rules.append(rule(name, values, f"categories.{name}"))
+    return tuple(rules)
+
+
+def _retention(get, path: Path) -> tuple[tuple[str, str, int], ...]:
+    def rule(name: str, value, where: str) -> tuple[str, str, int]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ConfigError(f"{path}: {where} must keep at least 1 article, not {value}")
+            return (name, "count", value)
+        if str(value).strip().lower() == "forever":
+            return (name, "forever", 0)
+        try:
+            return (name, "age", parse_interval(str(value)))
+        except ValueError as e:
+            raise ConfigError(f"{path}: {where}: {e} (or \"forever\", or a number of articles)") from None
+
+    rules = [rule("", get("retention"), "'retention'")]
+    for name, values in get("categories").items():
+        if isinstance(values, dict) and "retention" in values:
+            rules.append(rule(name, values["retention"], f"categories.{name}.retention"))
     return tuple(rules)
 
 

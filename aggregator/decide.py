@@ -24,14 +24,14 @@ class Match:
     article_id: int
     source: str
     content_hash: str
-    key_kind: str  # "g" (source+guid), "l" (canonical link), "t" (title+text in category), "n" (near-duplicate)
+    key_kind: str  # "g" source+guid, "l" canonical link, "t" title+text in category, "n" near-duplicate, "x" expired
     score: float = 1.0  # similarity for "n" matches; exact keys are 1.0
 
 
 def pick_match(matches: list[Match]) -> Match | None:
     """The strongest match: same source+guid beats same link beats same text; ties go to
     the oldest article, so the first copy of a story stays the one we publish."""
-    order = {"g": 0, "l": 1, "t": 2, "n": 3}
+    order = {"g": 0, "l": 1, "t": 2, "n": 3, "x": 4}  # x: only an expired article's tombstone
     return min(matches, key=lambda m: (order[m.key_kind], m.article_id), default=None)
 
 

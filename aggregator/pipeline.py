@@ -221,7 +221,8 @@ class Pipeline:
             order = {s.name: i for i, s in enumerate(sources)}
             results.sort(key=lambda r: order[r.source])
             cycle = CycleResult(results=tuple(results), posts_written=tuple(posts))
-            if publish and (cycle.changed or not (self.config.output_dir / "index.opml").exists()):
+            expired = self._expire(store) if cycle.changed else 0
+            if publish and (cycle.changed or expired or not (self.config.output_dir / "index.opml").exists()):
                 cycle = CycleResult(results=cycle.results, posts_written=cycle.posts_written, published=tuple(self._publish(store)))
         return cycle
 
@@ -243,6 +244,24 @@ class Pipeline:
             return _Finished(self._failed(store, src, state, cls(processed.error, source=src.name), now))
         result, written = self._store(store, src, state, fetched, processed, now)
         return _Finished(result, tuple(written))
+
+    def _expire(self, store: Store) -> int:
+        """Retention per category (config ``retention``): rows and post files go together;
+        the dedup keys stay as tombstones so an expired story is not republished."""
+        removed = 0
+        now = self.clock()
+        for category in store.categories():
+            kind, n = self.config.retention_rule(category)
+            if kind == "forever":
+                continue
+            gone = store.expire(category, keep=n if kind == "count" else None,
+                                older_than=now - timedelta(seconds=n) if kind == "age" else None)
+            for article in gone:
+                (self.config.posts_dir / article.post_name).unlink(missing_ok=True)
+            if gone:
+                log.info("retention: %d article(s) of %s removed", len(gone), category)
+            removed += len(gone)
+        return removed
 
     def _next(self, src: Source, now: datetime, outcome: Outcome) -> datetime | None:
         """The next poll time, rounded up to the second the database stores (up, so a

@@ -78,6 +78,7 @@ class ApplyResult:
     duplicates: int
     merged: tuple[StoredArticle, ...] = ()  # only their list of sources grew: posts rewritten
     capped: int = 0  # edits refused by the per-day edit cap
+    expired: int = 0  # items of articles removed by retention: not republished
 
 
 # category -> (near-duplicate search on?, max Hamming distance, time window)
@@ -294,6 +295,32 @@ class Store:
                 [url, name],
             )
 
+    def expire(self, category: str, *, keep: int | None = None, older_than: datetime | None = None) -> list[StoredArticle]:
+        """Retention: delete a category's articles beyond the newest ``keep`` or dated before
+        ``older_than``, rows and all — but keep their dedup keys as tombstones (article_id
+        NULL), so a story that comes back is not republished as new. Returns the deleted
+        articles (their post files are the caller's to remove)."""
+        if keep is not None:
+            where = ("WHERE category = ? AND id NOT IN (SELECT id FROM articles WHERE category = ?"
+                     " ORDER BY date DESC, id DESC LIMIT ?)")
+            params: list = [category, category, keep]
+        elif older_than is not None:
+            where, params = "WHERE category = ? AND date < ?", [category, to_iso(older_than)]
+        else:
+            return []
+        gone = self._select(where + " ORDER BY id", params)
+        if not gone:
+            return []
+        with self._write():
+            for i in range(0, len(gone), 500):
+                ids = [a.id for a in gone[i : i + 500]]
+                marks = ", ".join("?" * len(ids))
+                self.db.execute(f"UPDATE article_keys SET article_id = NULL WHERE article_id IN ({marks})", ids)
+                for table in ("article_sources", "article_versions", "near_keys"):
+                    self.db.execute(f"DELETE FROM {table} WHERE article_id IN ({marks})", ids)
+                self.db.execute(f"DELETE FROM articles WHERE id IN ({marks})", ids)
+        return gone
+
     def adopt_moved_url(self, name: str, url: str) -> None:
         """config.toml now says what the 301/308 said: keep validators and health."""
         with self._write():
@@ -335,13 +362,16 @@ class Store:
         new: list[int] = []
         updated: list[int] = []
         merged: list[int] = []
-        unchanged = duplicates = capped = 0
+        unchanged = duplicates = capped = expired = 0
         with self._write():
             for draft in drafts:
                 matches = self._matches(draft.dedup_keys)
                 if not matches and near is not None:
                     matches = self._near_matches(draft, near)
                 match = pick_match(matches)
+                if match is not None and match.key_kind == "x":
+                    expired += 1
+                    continue
                 verdict = decide(draft.source, draft.content_hash, match)
                 if verdict is Verdict.NEW:
                     article_id = self._insert(draft, now, name_post, uid_of)
@@ -374,7 +404,7 @@ class Store:
         return ApplyResult(
             new=tuple(by_id[i] for i in new), updated=tuple(by_id[i] for i in updated),
             merged=tuple(by_id[i] for i in merged),
-            unchanged=unchanged + capped, duplicates=duplicates, capped=capped,
+            unchanged=unchanged + capped + expired, duplicates=duplicates, capped=capped, expired=expired,
         )
 
     def _insert(self, draft: ArticleDraft, now: datetime, name_post, uid_of) -> int:
@@ -494,11 +524,16 @@ class Store:
         if not keys:
             return []
         rows = self.db.execute(
-            "SELECT k.key, a.id, a.source, a.content_hash FROM article_keys k JOIN articles a ON a.id = k.article_id"
+            "SELECT k.key, a.id, a.source, a.content_hash FROM article_keys k LEFT JOIN articles a ON a.id = k.article_id"
             f" WHERE k.key IN ({', '.join('?' * len(keys))})",
             keys,
         ).fetchall()
-        return [Match(article_id=r[1], source=r[2], content_hash=r[3], key_kind=r[0][0]) for r in rows]
+        live = [Match(article_id=r[1], source=r[2], content_hash=r[3], key_kind=r[0][0]) for r in rows if r[1] is not None]
+        if not live and rows:
+            # Only keys of expired articles (retention): the story was published once and
+            # must not come back as new. A tombstone match: nothing to store.
+            return [Match(article_id=0, source="", content_hash="", key_kind="x")]
+        return live
 
     def _free_post_name(self, name: str) -> str:
         """Post names embed the uid so they cannot clash; this is the belt to those braces."""

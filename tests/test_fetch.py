@@ -948,7 +948,7 @@ def test_proxy_credentials_are_used_but_never_shown():
                 f.fetch(target.url("/feed.xml"), source="p", options=RequestOptions(proxy=bad))
             errors.append(info.value)
     assert isinstance(errors[0], HTTPStatusError) and errors[0].status == 407
-    assert isinstance(errors[1], NetworkError) and f"via proxy http://127.0.0.1:" in str(errors[1])
+    assert isinstance(errors[1], NetworkError) and "via proxy http://127.0.0.1:" in str(errors[1])
     assert "not usable" in str(errors[2])
     for e in errors:
         assert pw not in str(e) and "alice" not in str(e), str(e)
