@@ -223,8 +223,8 @@ def strip_tracking(url: str) -> str:
 
 def canonical_url(url: str) -> str:
     """The URL reduced to its identity, for dedup: ``strip_tracking``, then the fragment
-    dropped (``#!`` routes are identity and stay), scheme and host lower-cased, default
-    port dropped, empty parameters dropped, empty http(s) path made ``/``; everything
+    dropped (``#!`` routes are identity and stay), scheme and host lower-cased, http taken
+    as https, default port dropped, empty parameters dropped, empty http(s) path made ``/``; everything
     else, parameter order included, kept. Unparseable input comes back stripped; never
     raises."""
     # stripped again: a path can end in whitespace once the query is gone ("/\f?utm_x=1")
@@ -233,13 +233,15 @@ def canonical_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return url
-    scheme, netloc = parts.scheme.lower(), parts.netloc
+    original, netloc = parts.scheme.lower(), parts.netloc
+    # A site that moves to https serves the same stories: one identity (issue 5).
+    scheme = "https" if original == "http" else original
     if netloc:
         userinfo, at, hostport = netloc.rpartition("@")
         host, colon, port = hostport.rpartition(":")
         if not colon or not (port.isascii() and port.isdigit() or port == ""):
             host, port = hostport, ""  # no port: the colon was inside an IPv6 literal
-        if DEFAULT_PORTS.get(scheme) == port:
+        if port and port in (DEFAULT_PORTS.get(original), DEFAULT_PORTS.get(scheme)):
             port = ""
         netloc = f"{userinfo}{at}{host.lower()}" + (f":{port}" if port else "")
     path = parts.path or ("/" if netloc and scheme in DEFAULT_PORTS else "")

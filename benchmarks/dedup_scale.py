@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -71,12 +70,18 @@ TITLE_Q = [(0, 9), (.1, 13), (.3, 25), (.5, 32), (.7, 45), (.9, 69), (.99, 105),
 GUID_Q = [(0, 8), (.2, 10), (.4, 38), (.5, 44), (.7, 58), (.9, 81), (.99, 140), (1, 216)]
 
 # The lookup SQL of store.py, copied; each fragment is checked to still be in store.py.
-KEY_SQL = ("SELECT k.key, a.id, a.source, a.content_hash FROM article_keys k JOIN articles a ON a.id = k.article_id"
+KEY_SQL = ("SELECT k.key, a.id, a.source, a.content_hash FROM article_keys k LEFT JOIN articles a ON a.id = k.article_id"
            " WHERE k.key IN ({marks})")
 BAND_SQL = ("SELECT DISTINCT a.id, a.source, a.content_hash, a.simhash, a.date, a.first_seen FROM near_keys k"
             " JOIN articles a ON a.id = k.article_id WHERE k.band IN ({marks})")
 # Diagnostic only (not in store.py): the band index search without the join to articles.
 BAND_IDS_SQL = "SELECT DISTINCT article_id FROM near_keys WHERE band IN ({marks})"
+# ... and with the join, reading only columns stored before body_html (simhash, content_hash
+# and first_seen come after it, so reading them walks a long body's overflow pages).
+BAND_EARLY_SQL = ("SELECT DISTINCT a.id, a.source, a.date FROM near_keys k JOIN articles a ON a.id = k.article_id"
+                  " WHERE k.band IN ({marks})")
+# store.py as it was when this run started (others may edit it while a long run goes on).
+STORE_SOURCE = Path(store_mod.__file__).read_text()
 OTHER_SQL = {
     "post name free? (_free_post_name)": "SELECT 1 FROM articles WHERE post_name = ?",
     "merge reads date (_merge)": "SELECT date, text_len FROM articles WHERE id = ?",
@@ -318,7 +323,7 @@ def measure_case(st: Store, case: str, drafts: list[ArticleDraft], batch: int, b
 
 def measure_lookups(st: Store, drafts: list[ArticleDraft]) -> dict:
     """The two reads inside apply, alone (read-only): exact keys, then the band search."""
-    key_t, near_t, band_t, ids_t, cands, in_window = [], [], [], [], [], []
+    key_t, near_t, band_t, ids_t, early_t, cands, in_window = [], [], [], [], [], [], []
     conn = st.db.conn
     for d in drafts:
         t = time.perf_counter()
@@ -334,12 +339,18 @@ def measure_lookups(st: Store, drafts: list[ArticleDraft]) -> dict:
         conn.execute(BAND_IDS_SQL.format(marks=", ".join("?" * len(bands))), bands).fetchall()
         ids_t.append(time.perf_counter() - t)
         t = time.perf_counter()
+        conn.execute(BAND_EARLY_SQL.format(marks=", ".join("?" * len(bands))), bands).fetchall()
+        early_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
         st._near_matches(d, NEAR)
         near_t.append(time.perf_counter() - t)
     return {
         "key_lookup_p50_us": us(pct(key_t, .5)), "key_lookup_p99_us": us(pct(key_t, .99)),
         "band_sql_p50_us": us(pct(band_t, .5)), "band_sql_p99_us": us(pct(band_t, .99)),
         "band_ids_only_p50_us": us(pct(ids_t, .5)), "band_ids_only_p99_us": us(pct(ids_t, .99)),
+        "band_join_early_columns_p50_us": us(pct(early_t, .5)),
+        "band_join_early_columns_p99_us": us(pct(early_t, .99)),
+        "from_iso_us_per_call": us(timeit_from_iso()),
         "near_search_p50_us": us(pct(near_t, .5)), "near_search_p99_us": us(pct(near_t, .99)),
         "band_candidates_mean": round(statistics.mean(cands), 1), "band_candidates_p99": pct(cands, .99),
         "band_candidates_in_72h_window_mean": round(statistics.mean(in_window), 2),
@@ -347,11 +358,20 @@ def measure_lookups(st: Store, drafts: list[ArticleDraft]) -> dict:
     }
 
 
+def timeit_from_iso(n: int = 20_000) -> float:
+    """Per-call cost of store.from_iso (strptime), which _near_matches runs on every candidate."""
+    text = to_iso(NOW)
+    t = time.perf_counter()
+    for _ in range(n):
+        from_iso(text)
+    return (time.perf_counter() - t) / n
+
+
 # -- 3. plans ------------------------------------------------------------------------------
 
 
 def plans(st: Store) -> list[dict]:
-    src = inspect.getsource(store_mod)
+    src = STORE_SOURCE
     templates = {"key lookup (_matches)": (KEY_SQL, 3), "band lookup (_near_matches)": (BAND_SQL, 7)}
     templates |= {k: (v, 2) for k, v in OTHER_SQL.items()}
     out = []
@@ -413,10 +433,12 @@ def markdown(res: dict) -> str:
               f"| exact keys (`_matches`: g/l/t keys, one `IN` query) | {lk['key_lookup_p50_us']} | {lk['key_lookup_p99_us']} |",
               f"| band SQL alone (7 bands, `IN` query) | {lk['band_sql_p50_us']} | {lk['band_sql_p99_us']} |",
               f"| diagnostic: the same band index search, ids only, no join to `articles` | {lk['band_ids_only_p50_us']} | {lk['band_ids_only_p99_us']} |",
+              f"| diagnostic: the same join, only columns stored before `body_html` (id, source, date) | {lk['band_join_early_columns_p50_us']} | {lk['band_join_early_columns_p99_us']} |",
               f"| near search (`_near_matches`: band SQL + window + Hamming in Python) | {lk['near_search_p50_us']} | {lk['near_search_p99_us']} |",
               "", f"Band candidates read per search: mean {lk['band_candidates_mean']}, p99 {lk['band_candidates_p99']}; "
               f"of them within the 72 h window of the draft: mean {lk['band_candidates_in_72h_window_mean']} "
-              f"(stored dates span {HISTORY_DAYS} days).",
+              f"(stored dates span {HISTORY_DAYS} days). `from_iso` (strptime), run on each candidate: "
+              f"{lk['from_iso_us_per_call']} µs a call.",
               "", "| query (SQL copied from store.py) | still in store.py | plan | indexed |", "| --- | :---: | --- | :---: |"]
     for p in res["plans"]:
         lines.append(f"| {p['query']} | {'yes' if p['sql_still_in_store_py'] else '**no**'} | "
@@ -440,6 +462,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave results/ alone")
     a = ap.parse_args()
 
+    started = machine()  # the commit and load as the run starts
     per_case = a.batch * a.batches + a.singles
     if a.articles < 5 * per_case:
         ap.error(f"--articles must be at least {5 * per_case} for these batch sizes")
@@ -469,7 +492,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     res = {"articles": a.articles, "batch": a.batch, "batches": a.batches, "singles": a.singles,
            "fingerprint_share": a.fingerprint_share, "seed": a.seed, "now": to_iso(NOW),
-           "near_policy": "(True, 6, 72 h) for every category", "machine": machine(), "generation": gen,
+           "near_policy": "(True, 6, 72 h) for every category", "machine": started, "generation": gen,
            "cases": cases, "lookups": look, "plans": plan}
     md = markdown(res)
     print(md)

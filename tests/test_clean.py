@@ -1110,8 +1110,8 @@ def test_first_image(html, src):
 
 CANONICAL = [
     ("HTTPS://Example.COM:443/a?utm_source=x&b=2#frag", "https://example.com/a?b=2"),
-    ("http://example.com:80", "http://example.com/"),
-    ("http://example.com:8080/x", "http://example.com:8080/x"),
+    ("http://example.com:80", "https://example.com/"),  # http and https: one identity
+    ("http://example.com:8080/x", "https://example.com:8080/x"),
     ("https://e.com/p?spm=a.b.c&id=1&fbclid=zz&gclid=1", "https://e.com/p?id=1"),
     ("https://mp.weixin.qq.com/s?__biz=MzA&mid=1&idx=1&sn=ab&from=timeline&isappinstalled=0",
      "https://mp.weixin.qq.com/s?__biz=MzA&mid=1&idx=1&sn=ab"),
@@ -1123,7 +1123,7 @@ CANONICAL = [
     ("https://e.com/p?UTM_Medium=x&utm_campaign=y", "https://e.com/p"),
     ("https://e.com/Case/Path?Q=Keep", "https://e.com/Case/Path?Q=Keep"),
     ("https://e.com/#!/route/1", "https://e.com/#!/route/1"),
-    ("http://[::1]:80/x", "http://[::1]/x"),
+    ("http://[::1]:80/x", "https://[::1]/x"),
     ("https://User@Example.com/", "https://User@example.com/"),
     ("  https://e.com/a  ", "https://e.com/a"),
     ("not a url", "not a url"),

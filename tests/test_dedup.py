@@ -147,3 +147,18 @@ def test_dedup_settings_errors(tmp_path, settings, needle):
 
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(write_config(tmp_path / "config.toml", [], **settings))
+
+
+def test_a_source_moving_to_https_with_new_guids_makes_no_duplicates(tmp_path, server):
+    body = "<p>A long enough story body that stays exactly the same after the move.</p>"
+    server.add("/a.xml", rss([("http-guid-1", "Moving story", body, "Mon, 23 Nov 2026 08:00:00 GMT")])
+               .replace(b"https://news.example/http-guid-1", b"http://news.example/story?utm_source=rss"))
+    cfg = load_config(write_config(tmp_path / "config.toml", [{"name": "A", "url": server.url("/a.xml"), "category": "c"}]))
+    with Pipeline(cfg, clock=lambda: NOW) as p:
+        assert p.poll().results[0].new == 1
+    # the site moves to https and switches its guid scheme; the tracking parameter goes too
+    server.set("/a.xml", rss([("https-guid-1", "Moving story", body, "Mon, 23 Nov 2026 08:00:00 GMT")])
+               .replace(b"https://news.example/https-guid-1", b"https://news.example/story"))
+    with Pipeline(cfg, clock=lambda: NOW) as p:
+        r = p.poll().results[0]
+    assert r.new == 0 and len(list(cfg.posts_dir.glob("*.md"))) == 1
