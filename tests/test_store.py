@@ -56,7 +56,7 @@ def test_decider_table():
 
 def test_wal_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 def test_migration_from_schema_1_keeps_data(tmp_path):
@@ -71,6 +71,7 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
             s.db.execute(f"ALTER TABLE articles DROP COLUMN {column}")
         for table in ("article_sources", "article_versions", "near_keys"):
             s.db.execute(f"DROP TABLE {table}")
+        s.db.execute("CREATE TABLE near_keys (band TEXT, article_id INTEGER)")  # the schema-4 shape
         s.db.execute("PRAGMA user_version = 1")
     with Store(path) as s:
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
