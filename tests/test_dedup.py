@@ -162,3 +162,16 @@ def test_a_source_moving_to_https_with_new_guids_makes_no_duplicates(tmp_path, s
     with Pipeline(cfg, clock=lambda: NOW) as p:
         r = p.poll().results[0]
     assert r.new == 0 and len(list(cfg.posts_dir.glob("*.md"))) == 1
+
+
+def test_a_guid_repeated_inside_one_feed_is_told_apart_by_link(tmp_path, server):
+    body = rss([("same", "First", "<p>First story body.</p>", "Mon, 23 Nov 2026 08:00:00 GMT"),
+                ("same", "Second", "<p>Second story body.</p>", "Mon, 23 Nov 2026 09:00:00 GMT")])
+    body = body.replace(b"https://news.example/same</link>", b"https://news.example/one</link>", 1)
+    cfg, _, cycle = _poll(tmp_path, server, {"A": body})
+    assert cycle.results[0].new == 2
+    server.set("/A.xml", body + b"<!-- re-served: parsed again -->")
+    with Pipeline(cfg, clock=lambda: NOW) as p:  # and it stays two on the next parse
+        r = p.poll().results[0]
+    assert (r.new, r.unchanged) == (0, 2)
+    assert len(list(cfg.posts_dir.glob("*.md"))) == 2
