@@ -90,7 +90,7 @@ def _title(entry: ParsedEntry, text: str) -> str:
     first_line = text.strip().split("\n", 1)[0].strip()
     if first_line:
         return first_line[:TITLE_FALLBACK_CHARS].rstrip() + ("…" if len(first_line) > TITLE_FALLBACK_CHARS else "")
-    date = item_date(entry, Source(name="", url="", category="", channel=None, interval=0))
+    date = item_date(entry)
     if date:
         return date.strftime("%Y-%m-%d %H:%M")
     return "Untitled"
@@ -125,9 +125,9 @@ def _zone(name: str | None) -> ZoneInfo | None:
     return ZoneInfo(name) if name else None
 
 
-def item_date(entry: ParsedEntry, source: Source):
-    """Published, else updated — each read with the source's timezone for naive dates."""
-    tz = _zone(source.timezone)
+def item_date(entry: ParsedEntry, timezone: str | None = None) -> datetime | None:
+    """Published, else updated — each read in ``timezone`` (the source's) when naive."""
+    tz = _zone(timezone)
     return read_date(entry.published_raw, entry.published, tz) or read_date(entry.updated_raw, entry.updated, tz)
 
 
@@ -146,7 +146,7 @@ def normalize_entry(
     image = _http_url(entry.image, base or link) or first_image(body)
     summary_src = html_to_text(xml_safe(clean_html(xml_safe(entry.summary), base or link, iframe_hosts=frozenset()))) if entry.summary else text
     summary = excerpt(summary_src or text)
-    date, date_note = decide_date(item_date(entry, source), now, future_skew)
+    date, date_note = decide_date(item_date(entry, source.timezone), now, future_skew)
     author = source.name  # the seed's author is the source's display name
     content_hash = _sha(title, link or "", date.isoformat() if date else "", image or "", body)
     return ArticleDraft(

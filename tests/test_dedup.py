@@ -24,6 +24,13 @@ def seed_paragraphs() -> list[str]:
     return [p for p in re.findall(r"<p>(.*?)</p>", body, re.S) if len(p) > 20]
 
 
+def seed_and_rewrite(ending: str) -> tuple[str, str]:
+    """The seed's body, and a copy whose last paragraph is replaced by ``ending``."""
+    paras = seed_paragraphs()
+    original = "".join(f"<p>{p}</p>" for p in paras)
+    return original, "".join(f"<p>{p}</p>" for p in paras[:-1]) + f"<p>{ending}</p>"
+
+
 def rss(items: list[tuple[str, str, str, str]]) -> bytes:
     """items: (guid, title, html body, pubDate)."""
     out = "".join(
@@ -46,9 +53,7 @@ def _poll(tmp_path, server, feeds: dict[str, bytes], **settings):
 
 
 def test_rewritten_wire_copy_from_two_sources_is_one_article(tmp_path, server):
-    paras = seed_paragraphs()
-    original = "".join(f"<p>{p}</p>" for p in paras)
-    rewritten = "".join(f"<p>{p}</p>" for p in paras[:-1]) + "<p>（完）本文另有补充一句话。</p>"
+    original, rewritten = seed_and_rewrite("（完）本文另有补充一句话。")
     cfg, path, cycle = _poll(tmp_path, server, {
         "财联社": rss([("cls-1", "外交部：中美双方正就元首会晤有关具体安排保持密切沟通", original, "Wed, 10 Nov 2021 11:50:52 GMT")]),
         "转载网": rss([("portal-9", "【财联社】外交部：中美双方正就元首会晤有关具体安排保持密切沟通", rewritten, "Wed, 10 Nov 2021 12:30:00 GMT")]),
@@ -80,9 +85,7 @@ def test_different_stories_with_the_same_prefix_and_a_recurring_column_stay_apar
 
 
 def test_near_duplicates_can_be_switched_off_per_category(tmp_path, server):
-    paras = seed_paragraphs()
-    original = "".join(f"<p>{p}</p>" for p in paras)
-    rewritten = "".join(f"<p>{p}</p>" for p in paras[:-1]) + "<p>补充一句。</p>"
+    original, rewritten = seed_and_rewrite("补充一句。")
     cfg, _, cycle = _poll(tmp_path, server, {
         "A": rss([("a", "标题一", original, "Wed, 10 Nov 2021 11:50:52 GMT")]),
         "B": rss([("b", "标题二", rewritten, "Wed, 10 Nov 2021 12:50:52 GMT")]),
@@ -91,8 +94,7 @@ def test_near_duplicates_can_be_switched_off_per_category(tmp_path, server):
 
 
 def test_near_duplicates_outside_the_window_stay_apart(tmp_path, server):
-    paras = seed_paragraphs()
-    original = "".join(f"<p>{p}</p>" for p in paras)
+    original, _ = seed_and_rewrite("")
     cfg, _, cycle = _poll(tmp_path, server, {
         "A": rss([("a", "标题一", original, "Wed, 10 Nov 2021 11:50:52 GMT")]),
         "B": rss([("b", "标题二", original + "<p>又及。</p>", "Mon, 15 Nov 2021 11:50:52 GMT")]),
