@@ -52,7 +52,7 @@ def _setup_logging(verbose: int) -> None:
 @click.version_option(__version__, prog_name="aggregator")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
-    """Poll feeds, write Hexo-style articles, republish per-category RSS and Atom.
+    """Poll feeds, write Hexo-style articles, republish them as RSS, Atom and JSON Feed.
 
     \b
     Example:
@@ -177,6 +177,7 @@ def list_sources(ctx, as_json):
     config = _config(ctx)
     with Store(config.db_path) as store:
         states = store.source_states()
+        refused = [(o.path, o.error, o.error_at) for o in store.outputs().values() if o.error]
     rows = []
     for s in config.sources:
         st = states.get(s.name)
@@ -218,7 +219,13 @@ def list_sources(ctx, as_json):
             state, r["last_success"] or "-", r["next_poll"] or ("never" if r["state"] == "gone" else "now"), error,
             str(r["articles"]),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if refused:
+        console.print(f"[red]{len(refused)} feed page{'s' if len(refused) != 1 else ''} not published[/]"
+                      " (the last good version is still served):")
+        for path, error, when in refused:
+            console.print(f"  {escape(path)} ({to_iso(when) if when else '?'}): {escape(error)}")
 
 
 # -- work -----------------------------------------------------------------------------
@@ -305,28 +312,40 @@ def _print_cycle(console, cycle, config) -> None:
 
 @cli.command()
 @click.option("--all-posts", is_flag=True, help="Re-render every post file too (after an upgrade changed the format).")
+@click.option("--rebuild", is_flag=True, help="Render every feed page, not only those whose articles changed.")
 @click.pass_context
-def publish(ctx, all_posts):
-    """Rebuild every published feed (and any missing post file) from the database.
+def publish(ctx, all_posts, rebuild):
+    """Publish the feeds (and any missing post file) from the database.
 
-    Files whose bytes would not change are left alone.
+    Only pages whose articles or settings changed are rendered; every document is
+    validated before it replaces the old one, and files whose bytes would not change
+    are left alone.
 
     \b
     Example:
       aggregator publish
-      aggregator publish --all-posts
+      aggregator publish --rebuild --all-posts
     """
     from .pipeline import Pipeline
 
     config = _config(ctx)
     with Pipeline(config) as pipeline:
-        written = pipeline.publish(posts="all" if all_posts else "missing")
-    click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}.")
+        written = pipeline.publish(posts="all" if all_posts else "missing", force=rebuild)
+        result = pipeline.last_publish
+    click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}"
+               f" ({result.rendered} pages rendered, {result.kept} unchanged).")
+    for page, message in result.failed:
+        click.echo(f"not published: {message}", err=True)
+    if result.failed:
+        ctx.exit(1)
 
 
 @cli.command()
+@click.option("--serve", "with_server", is_flag=True, help="Also serve the output folder over HTTP (see 'serve').")
+@click.option("--host", default=None, help="With --serve: address to listen on [default: serve_host].")
+@click.option("--port", type=int, default=None, help="With --serve: port [default: serve_port].")
 @click.pass_context
-def run(ctx):
+def run(ctx, with_server, host, port):
     """Run the daemon: poll every source on its interval, publish after changes.
 
     The first poll of each source starts at once. SIGTERM or SIGINT lets polls in
@@ -334,12 +353,36 @@ def run(ctx):
 
     \b
     Example:
-      aggregator --config /etc/aggregator/config.toml run
+      aggregator --config /etc/aggregator/config.toml run --serve
     """
     from .scheduler import run_daemon
 
+    config = _config(ctx)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    run_daemon(_config(ctx))
+    serve = (host or config.serve_host, config.serve_port if port is None else port) if with_server else None
+    run_daemon(config, serve=serve)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on [default: serve_host, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: serve_port, 8080].")
+@click.pass_context
+def serve(ctx, host, port):
+    """Serve the published feeds over HTTP, with caching headers and compression.
+
+    Serves output_dir only: feeds with their media types, strong ETags and 304s,
+    gzip/brotli, plus /healthz (503 when polling has stalled) and /metrics
+    (Prometheus). Stop with Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      aggregator serve --host 0.0.0.0 --port 8080
+    """
+    from .serve import serve as serve_forever
+
+    config = _config(ctx)
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    serve_forever(config, host=host, port=port)
 
 
 @cli.command()

@@ -25,7 +25,7 @@ from . import USER_AGENT
 from .errors import ConfigError
 from .cleanrules import DEFAULT_IFRAME_HOSTS, iframe_rules
 from .similarity import BANDS, NEAR_DUP_THRESHOLD
-from .models import FetchLimits, RequestOptions, Source
+from .models import FeedRule, FetchLimits, RequestOptions, Source
 from .politeness import FETCHER_OWNED_HEADERS
 
 DEFAULT_CONFIG = "config.toml"
@@ -66,6 +66,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_edits_per_day", int, 5, "An item changed upstream more often than this in 24 h stops updating its article."),
     Setting("retention", (str, int), "forever", 'Articles kept per category: "forever", an age ("90d"), or a count (500 newest).'),
     Setting("categories", dict, {}, "Per-category overrides: [categories.NAME] near_duplicates / near_duplicate_window / near_duplicate_distance / retention."),
+    Setting("serve_host", str, "127.0.0.1", "Address `aggregator serve` / `run --serve` listens on."),
+    Setting("serve_port", int, 8080, "Port `aggregator serve` / `run --serve` listens on."),
+    Setting("websub_hub", str, "", 'WebSub hub URL announced in every feed (rel="hub") and pinged after each publish that changed a feed; "" for none.'),
     Setting("iframe_hosts", list, list(sorted(DEFAULT_IFRAME_HOSTS)), "Video players whose iframes are kept (host or host/path-prefix, https only); [] drops every iframe."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
@@ -81,6 +84,26 @@ SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     "proxy": (str, False, "Proxy URL for this source (http://, https://, socks5://)."),
     "timezone": (str, False, "IANA time zone (e.g. Asia/Shanghai) for dates the feed writes without an offset."),
 }
+
+FEED_KEYS: dict[str, tuple[type, str]] = {
+    # key: (type, help) -- a [[feeds]] table (see models.FeedRule); only "name" is required
+    "name": (str, "Name of the feed; its files are custom/<name>.rss.xml, .atom.xml, .json."),
+    "title": (str, "Title shown by feed readers (default: site_title · name)."),
+    "categories": (list, "Take the articles of these categories."),
+    "sources": (list, "Take the articles of these sources."),
+    "channels": (list, "Take the articles of these channels (all three empty: every article)."),
+    "include": (str, "Regular expression that title or text must match (RSSHub filter)."),
+    "include_title": (str, "Regular expression the title must match."),
+    "include_text": (str, "Regular expression the plain text must match."),
+    "include_author": (str, "Regular expression the author must match."),
+    "exclude": (str, "Leave out articles whose title or text matches (RSSHub filterout)."),
+    "exclude_title": (str, "Leave out articles whose title matches."),
+    "exclude_text": (str, "Leave out articles whose plain text matches."),
+    "exclude_author": (str, "Leave out articles whose author matches."),
+    "case_sensitive": (bool, "Match the patterns case-sensitively (default false)."),
+    "limit": (int, "Items in the feed's current document (default items_per_feed)."),
+}
+_FEED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 _INTERVAL_RE = re.compile(r"(\d+)\s*([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -140,6 +163,10 @@ class Config:
     near_policy: tuple[tuple[str, bool, int, int], ...]  # ("" = default, then categories): on?, distance, window s
     retention: tuple[tuple[str, str, int], ...]  # ("" = default, then categories): "forever" | "age" (s) | "count"
     sources: tuple[Source, ...]
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
+    websub_hub: str | None = None
+    feeds: tuple[FeedRule, ...] = ()
 
     @property
     def db_path(self) -> Path:
@@ -219,11 +246,11 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
     known = {s.name: s for s in SETTINGS}
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "sources":
+        if key in ("sources", "feeds"):
             continue
         setting = known.get(key)
         if setting is None:
-            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(known)}, sources)")
+            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(known)}, sources, feeds)")
         if not _check_type(value, setting.type):
             raise ConfigError(f"{path}: '{key}' must be {_type_name(setting.type)}, not {value!r}")
         values[key] = value
@@ -309,6 +336,13 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
             )
         )
 
+    if not 0 < get("serve_port") < 65536:
+        raise ConfigError(f"{path}: 'serve_port' must be between 1 and 65535, not {get('serve_port')}")
+    hub = get("websub_hub").strip() or None
+    if hub and not re.match(r"^https?://[^/\s]+", hub):
+        raise ConfigError(f"{path}: 'websub_hub' must be an http(s) URL, not {hub!r}")
+    feeds = _feed_rules(data.get("feeds", []), path)
+
     base = path.parent
     return Config(
         path=path,
@@ -330,6 +364,10 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         max_edits_per_day=get("max_edits_per_day"),
         near_policy=near_policy,
         retention=retention,
+        serve_host=get("serve_host"),
+        serve_port=get("serve_port"),
+        websub_hub=hub,
+        feeds=feeds,
         **durations,
     )
 
@@ -496,3 +534,46 @@ def set_source_url_in_file(path: Path, name: str, url: str) -> None:
     new_text = tomlkit.dumps(doc)
     config_from_dict(tomllib.loads(new_text), path)
     _atomic_write_text(path, new_text)
+
+
+def _feed_rules(raw, path: Path) -> tuple[FeedRule, ...]:
+    if not isinstance(raw, list) or not all(isinstance(f, dict) for f in raw):
+        raise ConfigError(f"{path}: 'feeds' must be an array of tables ([[feeds]])")
+    rules: list[FeedRule] = []
+    for i, f in enumerate(raw):
+        where = f"feeds[{i}]" + (f" ({f['name']})" if isinstance(f.get("name"), str) else "")
+        for key, value in f.items():
+            if key not in FEED_KEYS:
+                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(FEED_KEYS)})")
+            if not _check_type(value, FEED_KEYS[key][0]):
+                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(FEED_KEYS[key][0])}, not {value!r}")
+        name = f.get("name", "")
+        if not _FEED_NAME.fullmatch(name):
+            raise ConfigError(f"{path}: {where}.name must be 1-64 letters, digits, '-' or '_' (it names files), not {name!r}")
+        if any(r.name == name for r in rules):
+            raise ConfigError(f"{path}: {where}.name: duplicate feed name {name!r}")
+        lists = {}
+        for key in ("categories", "sources", "channels"):
+            values = f.get(key, [])
+            if not all(isinstance(v, str) and v.strip() for v in values):
+                raise ConfigError(f"{path}: {where}.{key} must be a list of names")
+            lists[key] = tuple(v.strip() for v in values)
+        patterns: dict[str, list[tuple[str, str]]] = {"include": [], "exclude": []}
+        flags = 0 if f.get("case_sensitive", False) else re.IGNORECASE
+        for key in FEED_KEYS:
+            kind, _, field = key.partition("_")
+            if kind not in patterns or key not in f:
+                continue
+            try:
+                re.compile(f[key], flags)
+            except re.error as e:
+                raise ConfigError(f"{path}: {where}.{key}: invalid regular expression: {e}") from None
+            patterns[kind].append((field or "any", f[key]))
+        limit = f.get("limit")
+        if limit is not None and limit < 1:
+            raise ConfigError(f"{path}: {where}.limit must be at least 1, not {limit}")
+        rules.append(FeedRule(
+            name=name, title=(f.get("title") or "").strip() or None, include=tuple(patterns["include"]),
+            exclude=tuple(patterns["exclude"]), case_sensitive=f.get("case_sensitive", False), limit=limit, **lists,
+        ))
+    return tuple(rules)

@@ -263,3 +263,90 @@ class CycleResult:
     @property
     def changed(self) -> bool:
         return any(r.new or r.updated for r in self.results)
+
+
+# --- publishing and operations --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedRule:
+    """One ``[[feeds]]`` table of config.toml: a user-defined output feed.
+
+    Selection: an article is taken when its category is in ``categories`` *or* one of its
+    sources is in ``sources`` *or* its channel is in ``channels``; all three empty takes
+    every article. Then the filters (RSSHub's ``filter``/``filterout`` are the model): each
+    ``include_*`` pattern that is set must match, no ``exclude_*`` pattern may match.
+    The plain ``include`` / ``exclude`` patterns (field "any") search the title and the
+    plain text together, like RSSHub's ``filter``; ``*_title`` / ``*_text`` / ``*_author``
+    search one field.
+    Patterns are Python regular expressions, searched case-insensitively unless
+    ``case_sensitive``.
+    """
+
+    name: str
+    title: str | None = None
+    categories: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    include: tuple[tuple[str, str], ...] = ()  # (field, pattern); field: any | title | text | author
+    exclude: tuple[tuple[str, str], ...] = ()
+    case_sensitive: bool = False
+    limit: int | None = None  # items in the current document; items_per_feed when None
+
+
+@dataclass(frozen=True)
+class ArticleRef:
+    """What planning the published feeds needs of an article: everything but its body."""
+
+    id: int
+    source: str
+    sources: tuple[str, ...]  # every source merged into it, the first first
+    category: str
+    channel: str | None
+    title: str
+    author: str
+    date: datetime
+    updated: datetime
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """What was last published for one output page (``category/金融``, ``archive/all/3``)."""
+
+    path: str
+    signature: str | None
+    items: int = 0
+    updated: datetime | None = None  # newest article update on the page
+    published: datetime | None = None  # when its files were last written
+    error: str | None = None  # why the last attempt was refused (validation), if it was
+    error_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    name: str
+    state: str  # new | ok | failing | gone
+    polls_total: int
+    errors_total: int
+    last_success: datetime | None
+    last_attempt: datetime | None
+    next_poll: datetime | None
+    last_error: str | None
+    articles: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of the database for /metrics, /healthz and ``status``."""
+
+    sources: tuple[SourceStats, ...]
+    articles_total: int
+    articles_by_category: tuple[tuple[str, int], ...]
+    articles_last_24h: int
+    last_cycle_at: datetime | None  # end of the last poll cycle (any source)
+    last_cycle_seconds: float | None
+    last_publish_at: datetime | None
+    last_publish_seconds: float | None
+    published_pages: int
+    publish_errors: tuple[tuple[str, str], ...]  # (output page, message)

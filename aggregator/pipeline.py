@@ -8,7 +8,9 @@
         result  = store.apply(drafts)                       # dedup: new / update / unchanged / duplicate
         write a post file for every new or updated article
         any error on the way -> store.record_failure(source, message); the others go on
-    if anything changed (or nothing was ever published): publish every category
+    record the cycle's end and duration (status, /healthz)
+    if anything changed (or the published set's settings did): publish — plan every feed
+        and page, render and validate only pages whose signature changed, ping the hub
 
 Owns: the order of stages, concurrency, and turning any expected error into that source's
 recorded failure. Must not: make decisions (``decide``), write SQL (``store``), or build
@@ -18,8 +20,10 @@ output (``publish``). The clock is read in one place (``utcnow``) and passed dow
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -31,7 +35,7 @@ from .config import Config
 from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError
 from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
 from .schedule import Outcome, describe, next_poll
-from .store import SourceState, Store
+from .store import SourceState, Store, to_iso
 from .work import Processed, make_pool, process_feed
 
 log = logging.getLogger("aggregator")
@@ -78,6 +82,7 @@ class Pipeline:
         self._pool_lock = threading.Lock()
         self.policy = config.poll_policy()
         self.publish_lock = threading.Lock()  # feedgen changes the process locale: one at a time
+        self.last_publish = None  # SiteResult of the last publish, for the CLI's summary
 
     # -- resources, created on first need (a warm 304 cycle never imports the parsers) --
 
@@ -150,6 +155,7 @@ class Pipeline:
             states: dict[str, SourceState] = {}
             todo: list[Source] = []
             now = self.clock()
+            started = time.monotonic()
             for src in sources:
                 state = store.source_state(src.name)
                 if state.url and state.url != src.url:
@@ -222,7 +228,9 @@ class Pipeline:
             results.sort(key=lambda r: order[r.source])
             cycle = CycleResult(results=tuple(results), posts_written=tuple(posts))
             expired = self._expire(store) if cycle.changed else 0
-            if publish and (cycle.changed or expired or not (self.config.output_dir / "index.opml").exists()):
+            if todo:
+                store.set_meta(last_cycle_at=to_iso(self.clock()), last_cycle_seconds=round(time.monotonic() - started, 3))
+            if publish and (cycle.changed or expired or self._publish_due(store)):
                 cycle = CycleResult(results=cycle.results, posts_written=cycle.posts_written, published=tuple(self._publish(store)))
         return cycle
 
@@ -341,7 +349,7 @@ class Pipeline:
 
     # -- publish ----------------------------------------------------------------------
 
-    def publish(self, *, posts: str = "missing") -> list[str]:
+    def publish(self, *, posts: str = "missing", force: bool = False) -> list[str]:
         """Rebuild the feeds; ``posts``: "missing" writes post files that are absent (cheap:
         one stat each), "all" re-renders every post (after an upgrade changed the format),
         "none" leaves them."""
@@ -356,19 +364,54 @@ class Pipeline:
                     a.post_name for a in store.all_articles()
                     if (posts == "all" or a.post_name not in existing) and write_post(a, folder)
                 ]
-            return written + self._publish(store)
+            return written + self._publish(store, force=force)
 
-    def _publish(self, store: Store) -> list[str]:
-        from .publish.feeds import publish
+    def site(self):
+        from .publish import Site
 
-        groups = store.newest_by_category(self.config.items_per_feed)
-        for source in self.config.sources:  # a configured category gets a feed before its first article
-            groups.setdefault(source.category, [])
+        return Site(base_url=self.config.base_url, title=self.config.site_title, hub=self.config.websub_hub,
+                    source_urls={s.name: s.url for s in self.config.sources})
+
+    def _settings_hash(self) -> str:
+        """What the published set depends on besides the articles: when it changes (a
+        [[feeds]] rule, the site title, a new source's category), publish even if no
+        article did."""
+        c = self.config
+        data = [c.base_url, c.site_title, c.websub_hub, c.items_per_feed, c.default_interval, repr(c.feeds),
+                [(s.name, s.url, s.category, s.channel, s.interval) for s in c.sources]]
+        return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
+
+    def _publish_due(self, store: Store) -> bool:
+        out = self.config.output_dir
+        if not (out / "index.opml").exists() or not (out / "index.html").exists():
+            return True
+        return store.meta().get("publish_settings") != self._settings_hash()
+
+    def _publish(self, store: Store, *, force: bool = False) -> list[str]:
+        from .publish import plan_site, publish_site
+
+        started = time.monotonic()
+        site = self.site()
+        plan = plan_site(
+            store.article_refs(), self.config.sources, self.config.feeds, site=site,
+            items_per_feed=self.config.items_per_feed, default_interval=self.config.default_interval,
+            bodies=store.article_bodies,
+        )
         with self.publish_lock:
-            result = publish(
-                self.config.output_dir, groups, base_url=self.config.base_url,
-                site_title=self.config.site_title, limit=self.config.items_per_feed,
-            )
+            result = publish_site(self.config.output_dir, plan, site, previous=store.outputs(),
+                                  load=store.articles_by_id, force=force)
+        now = self.clock()
+        store.record_outputs(result.done, result.failed, result.gone, now)
+        store.set_meta(last_publish_at=to_iso(now), last_publish_seconds=round(time.monotonic() - started, 3),
+                       publish_settings=self._settings_hash())
+        log.info("published: %d pages rendered, %d unchanged, %d files written, %d refused",
+                 result.rendered, result.kept, len(result.written), len(result.failed))
+        if self.config.websub_hub and result.changed_feeds:
+            from .publish.websub import ping
+
+            for problem in ping(self.config.websub_hub, [site.url(p) for p in result.changed_feeds]):
+                log.warning("WebSub: %s", problem)
+        self.last_publish = result
         return [str(Path(p)) for p in result.written]
 
 

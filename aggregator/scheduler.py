@@ -120,7 +120,9 @@ def build_scheduler(config: Config, pipeline: Pipeline):
     return scheduler
 
 
-def run_daemon(config: Config) -> None:
+def run_daemon(config: Config, *, serve: tuple[str, int] | None = None) -> None:
+    """Poll until SIGTERM/SIGINT. ``serve`` = (host, port) also serves the output folder
+    (``aggregator.serve``) from a thread of this process."""
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -129,6 +131,13 @@ def run_daemon(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    server = None
+    if serve is not None:
+        from .serve import ServerThread
+
+        server = ServerThread(config, host=serve[0], port=serve[1])
+        server.start()
+        log.info("serving %s on http://%s:%d/", config.output_dir, serve[0], server.port)
     with Pipeline(config) as pipeline:
         scheduler = build_scheduler(config, pipeline)
         scheduler.start()
@@ -138,4 +147,6 @@ def run_daemon(config: Config) -> None:
         while not stop.wait(1.0):
             pass
         scheduler.shutdown(wait=True)
+    if server is not None:
+        server.stop()
     log.info("aggregator stopped")

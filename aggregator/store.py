@@ -25,9 +25,9 @@ import sqlite_utils
 
 from .decide import Match, Verdict, decide, edit_allowed, merge_changes, pick_match
 from .errors import StoreError
-from .models import ArticleDraft, StoredArticle, Validators
+from .models import ArticleDraft, ArticleRef, OutputState, SourceStats, Stats, StoredArticle, Validators
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _ARTICLE_COLUMNS = (
     "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
@@ -105,8 +105,14 @@ def _bands(fp: int) -> list[str]:
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """``readonly``: for readers that must never write (the HTTP server's /healthz and
+        /metrics): the file is opened ``mode=ro``, never created or migrated; a database
+        of another schema version is refused (StoreError) rather than upgraded."""
         self.path = Path(path)
+        if readonly:
+            self._open_readonly()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (short write
@@ -121,6 +127,22 @@ class Store:
             self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot open database: {e}") from e
+
+    def _open_readonly(self) -> None:
+        from urllib.parse import quote
+
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, timeout=30,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self.db = sqlite_utils.Database(conn)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open database read-only: {e}") from e
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"{self.path}: database schema {version}, this aggregator reads {SCHEMA_VERSION}"
+                             " (run any aggregator command once to upgrade it)")
 
     # -- schema -----------------------------------------------------------------------
 
@@ -205,6 +227,18 @@ class Store:
                     "SELECT id, category, date, simhash FROM articles WHERE simhash IS NOT NULL"
                 ).fetchall():
                     self._index_near(article_id, category, date, simhash)
+            if version < 6:
+                # issue 6: counters for /metrics, cycle and publish times for /healthz and
+                # status, and what was last published per output page (incremental
+                # publishing, validation errors).
+                self.db["sources"].add_column("polls_total", int, not_null_default=0)
+                self.db["sources"].add_column("errors_total", int, not_null_default=0)
+                self.db["meta"].create({"key": str, "value": str}, pk="key")
+                self.db["outputs"].create(
+                    {"path": str, "signature": str, "items": int, "updated": str, "published": str,
+                     "error": str, "error_at": str},
+                    pk="path",
+                )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -264,12 +298,13 @@ class Store:
             self.db.execute(
                 "INSERT INTO sources (name, url, etag, last_modified, body_hash, state, error_count,"
                 " last_error, last_error_kind, last_attempt, last_success, title, next_poll, moved_to,"
-                " ttl_minutes, update_period, update_frequency)"
-                " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ttl_minutes, update_period, update_frequency, polls_total)"
+                " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
                 " ON CONFLICT(name) DO UPDATE SET url = excluded.url, etag = excluded.etag,"
                 " last_modified = excluded.last_modified,"
                 " body_hash = coalesce(excluded.body_hash, sources.body_hash), state = 'ok', error_count = 0,"
                 " last_error = NULL, last_error_kind = NULL, last_attempt = excluded.last_attempt,"
+                " polls_total = sources.polls_total + 1,"
                 " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title),"
                 " next_poll = excluded.next_poll, moved_to = coalesce(excluded.moved_to, sources.moved_to),"
                 " ttl_minutes = CASE WHEN ? THEN excluded.ttl_minutes ELSE sources.ttl_minutes END,"
@@ -289,10 +324,12 @@ class Store:
         state = "gone" if gone else "failing"
         with self._write():
             self.db.execute(
-                "INSERT INTO sources (name, url, state, error_count, last_error, last_error_kind, last_attempt, next_poll)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?, ?)"
+                "INSERT INTO sources (name, url, state, error_count, last_error, last_error_kind, last_attempt, next_poll,"
+                " polls_total, errors_total)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, 1, 1)"
                 " ON CONFLICT(name) DO UPDATE SET url = excluded.url, state = excluded.state,"
                 " error_count = sources.error_count + 1, last_error = excluded.last_error,"
+                " polls_total = sources.polls_total + 1, errors_total = sources.errors_total + 1,"
                 " last_error_kind = excluded.last_error_kind, last_attempt = excluded.last_attempt,"
                 " next_poll = excluded.next_poll",
                 [name, url, state, message, kind, to_iso(now), to_iso(next_poll) if next_poll else None],
@@ -639,6 +676,125 @@ class Store:
         for a in self._with_sources([_article(r) for r in rows]):
             groups.setdefault(a.category, []).append(a)
         return groups
+
+    def article_refs(self) -> list[ArticleRef]:
+        """Every article without its body, for planning the published feeds (by id)."""
+        merged: dict[int, list[str]] = {}
+        for article_id, source in self.db.execute(
+            "SELECT article_id, source FROM article_sources ORDER BY article_id, seen, rowid"
+        ):
+            merged.setdefault(article_id, []).append(source)
+        refs = []
+        for r in self.db.execute(
+            "SELECT id, source, category, channel, title, author, date, updated, content_hash FROM articles ORDER BY id"
+        ):
+            names = merged.get(r[0], [])
+            sources = (r[1], *(n for n in dict.fromkeys(names) if n != r[1]))
+            refs.append(ArticleRef(
+                id=r[0], source=r[1], sources=sources, category=r[2], channel=r[3], title=r[4], author=r[5] or "",
+                date=from_iso(r[6]), updated=from_iso(r[7]), content_hash=r[8],
+            ))
+        return refs
+
+    def article_bodies(self, ids: Sequence[int]) -> dict[int, str]:
+        """id -> cleaned body HTML (the text filters of [[feeds]] search it)."""
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT id, body_html FROM articles WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    # -- daemon state, published outputs, statistics ------------------------------------
+
+    def set_meta(self, **values: str | int | float | None) -> None:
+        """Remember small facts (last cycle time, publish duration) across processes."""
+        with self._write():
+            for key, value in values.items():
+                self.db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [key, None if value is None else str(value)],
+                )
+
+    def meta(self) -> dict[str, str]:
+        return {k: v for k, v in self.db.execute("SELECT key, value FROM meta") if v is not None}
+
+    def outputs(self) -> dict[str, OutputState]:
+        """Every output page published (or refused) so far, by path stem."""
+        return {
+            r[0]: OutputState(
+                path=r[0], signature=r[1], items=r[2] or 0, updated=from_iso(r[3]) if r[3] else None,
+                published=from_iso(r[4]) if r[4] else None, error=r[5],
+                error_at=from_iso(r[6]) if r[6] else None,
+            )
+            for r in self.db.execute(
+                "SELECT path, signature, items, updated, published, error, error_at FROM outputs ORDER BY path"
+            )
+        }
+
+    def record_outputs(self, done: Sequence[OutputState], failed: Sequence[tuple[str, str]], gone: Sequence[str],
+                       now: datetime) -> None:
+        """One transaction per publish: pages written (signature saved, error cleared),
+        pages refused by validation (error kept, the old signature too, so the page is
+        tried again), pages that no longer exist."""
+        with self._write():
+            for o in done:
+                self.db.execute(
+                    "INSERT INTO outputs (path, signature, items, updated, published, error, error_at)"
+                    " VALUES (?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT(path) DO UPDATE SET"
+                    " signature = excluded.signature, items = excluded.items, updated = excluded.updated,"
+                    " published = excluded.published, error = NULL, error_at = NULL",
+                    [o.path, o.signature, o.items, to_iso(o.updated) if o.updated else None, to_iso(now)],
+                )
+            for path, message in failed:
+                self.db.execute(
+                    "INSERT INTO outputs (path, error, error_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT(path) DO UPDATE SET error = excluded.error, error_at = excluded.error_at,"
+                    " signature = NULL",
+                    [path, message, to_iso(now)],
+                )
+            for path in gone:
+                self.db.execute("DELETE FROM outputs WHERE path = ?", [path])
+
+    def stats(self, now: datetime) -> Stats:
+        """Everything ``/metrics``, ``/healthz`` and ``status`` report, read in one go."""
+        sources = tuple(
+            SourceStats(
+                name=r[0], state=r[1], polls_total=r[2] or 0, errors_total=r[3] or 0,
+                last_success=from_iso(r[4]) if r[4] else None, last_attempt=from_iso(r[5]) if r[5] else None,
+                next_poll=from_iso(r[6]) if r[6] else None, last_error=r[7], articles=r[8],
+            )
+            for r in self.db.execute(
+                "SELECT name, state, polls_total, errors_total, last_success, last_attempt, next_poll, last_error,"
+                " (SELECT count(*) FROM articles a WHERE a.source = s.name) FROM sources s ORDER BY name"
+            )
+        )
+        by_category = tuple(
+            (r[0], r[1]) for r in self.db.execute("SELECT category, count(*) FROM articles GROUP BY category ORDER BY category")
+        )
+        recent = self.db.execute(
+            "SELECT count(*) FROM articles WHERE first_seen >= ?", [to_iso(now - timedelta(hours=24))]
+        ).fetchone()[0]
+        errors = tuple(
+            (r[0], r[1]) for r in self.db.execute("SELECT path, error FROM outputs WHERE error IS NOT NULL ORDER BY path")
+        )
+        pages = self.db.execute("SELECT count(*) FROM outputs WHERE signature IS NOT NULL").fetchone()[0]
+        meta = self.meta()
+
+        def when(key: str) -> datetime | None:
+            return from_iso(meta[key]) if key in meta else None
+
+        def seconds(key: str) -> float | None:
+            return float(meta[key]) if key in meta else None
+
+        return Stats(
+            sources=sources, articles_total=sum(n for _, n in by_category), articles_by_category=by_category,
+            articles_last_24h=recent, last_cycle_at=when("last_cycle_at"), last_cycle_seconds=seconds("last_cycle_seconds"),
+            last_publish_at=when("last_publish_at"), last_publish_seconds=seconds("last_publish_seconds"),
+            published_pages=pages, publish_errors=errors,
+        )
+
 
 
 class _Immediate:

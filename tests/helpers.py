@@ -12,15 +12,17 @@ from lxml import etree
 
 
 def feed_files(output_dir: Path, base_url: str) -> list[Path]:
-    """Every feed listed in index.opml, as files under output_dir (the OPML is how people
-    find our feeds, so the tests find them the same way)."""
+    """Every feed listed in index.opml (its RSS document) and its Atom twin, as files
+    under output_dir (the OPML is how people find our feeds, so the tests find them the
+    same way; the JSON Feed twin is checked by the JSON tests)."""
     tree = etree.parse(str(output_dir / "index.opml"))
     files = []
     for outline in tree.iter("outline"):
         url = outline.get("xmlUrl")
         if url:
-            assert url.startswith(base_url), url
-            files.append(output_dir / unquote(url[len(base_url):]))
+            assert url.startswith(base_url) and url.endswith(".rss.xml"), url
+            rss = output_dir / unquote(url[len(base_url):])
+            files += [rss, rss.with_name(rss.name.removesuffix(".rss.xml") + ".atom.xml")]
     return files
 
 

@@ -11,6 +11,7 @@ from bs4 import BeautifulSoup
 
 from aggregator.config import load_config
 from aggregator.pipeline import Pipeline
+from aggregator.publish import slug
 from tests.conftest import corpus_dir, fixture_file, write_config
 from tests.helpers import feed_files, load_post, mtimes, parse_output_feed
 
@@ -188,7 +189,9 @@ def test_published_feeds_reparse_and_carry_full_html(tmp_path, server):
         {"name": "E", "url": server.url("/e.xml"), "category": "编程"},
     ])
     files = feed_files(cfg.output_dir, BASE)
-    assert len(files) == 4  # two categories x (RSS, Atom)
+    # (all, 2 categories, 2 sources, 1 channel) x (RSS, Atom)
+    stems = sorted(str(f.relative_to(cfg.output_dir)).split(".")[0] for f in files)
+    assert stems == sorted(2 * ["all", "category/金融", "category/编程", "source/财联社", f"source/{slug('E')}", "channel/深度"])
     posts = {load_post(p)["title"]: p for p in cfg.posts_dir.glob("*.md")}
     for f in files:
         parsed = parse_output_feed(f)

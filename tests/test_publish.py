@@ -34,16 +34,19 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from aggregator.errors import PublishError
-from aggregator.models import StoredArticle
+from aggregator.models import ArticleRef, FeedRule, Source, StoredArticle
 from aggregator.publish import (
     EPOCH,
-    feed_spec,
+    Page,
+    Site,
+    feed_def,
+    plan_site,
     post_name,
-    publish,
+    publish_site,
     render_atom,
-    render_opml,
     render_post,
     render_rss,
+    slug,
     write_atomic,
     write_post,
 )
@@ -388,43 +391,82 @@ def test_write_post_refuses_a_name_outside_the_folder(tmp_path):
 # --- feed names -------------------------------------------------------------------------
 
 
-def test_feed_spec_names():
+def test_feed_names():
     for category in ("金融", "编程", "tech", "tech-news", "हिन्दी"):
-        spec = feed_spec(category)
-        assert spec.slug == category and spec.title == category
-        assert spec.rss_path == f"category/{category}.rss.xml"
-        assert spec.atom_path == f"category/{category}.atom.xml"
-    lossy = feed_spec("Tech News")
-    assert re.fullmatch(r"tech-news-[0-9a-f]{8}", lossy.slug)
-    assert feed_spec("Tech").slug != feed_spec("tech").slug  # case-insensitive file systems
-    assert feed_spec("C++").slug != feed_spec("C#").slug
-    assert feed_spec("金融") == feed_spec("金融")
+        feed = feed_def("category", category, site_title=SITE, limit=50, ttl=15)
+        assert slug(category) == category and feed.title == f"{SITE} · {category}"
+        assert feed.path("rss") == f"category/{category}.rss.xml"
+        assert feed.path("atom") == f"category/{category}.atom.xml"
+        assert feed.path("json") == f"category/{category}.json"
+        assert feed.path("rss", 3) == f"archive/category/{category}/3.rss.xml"
+    assert re.fullmatch(r"tech-news-[0-9a-f]{8}", slug("Tech News"))
+    assert slug("Tech") != slug("tech")  # case-insensitive file systems
+    assert slug("C++") != slug("C#")
+    assert feed_def("source", "Sample Blog", site_title=SITE, limit=5, ttl=1).stem.startswith("source/sample-blog-")
+    assert feed_def("all", "", site_title=SITE, limit=5, ttl=1).path("json") == "all.json"
+    assert feed_def("custom", "no-ads", site_title=SITE, limit=5, ttl=1).path("atom") == "custom/no-ads.atom.xml"
 
 
 @settings(max_examples=300, deadline=None)
 @given(a=st.text(max_size=120), b=st.text(max_size=120))
-def test_feed_spec_property(a, b):
-    spec = feed_spec(a)
-    slug = spec.slug
-    assert slug and len(slug.encode("utf-8")) <= 100
-    assert not slug.startswith((".", "-")) and "." not in slug
-    assert not set(slug) & set("/\\\0") and slug.isprintable()
-    assert spec.rss_path == f"category/{slug}.rss.xml" and Path(spec.rss_path).parent.name == "category"
+def test_slug_property(a, b):
+    name = slug(a)
+    assert name and len(name.encode("utf-8")) <= 100
+    assert not name.startswith((".", "-")) and "." not in name
+    assert not set(name) & set("/\\\0") and name.isprintable()
+    feed = feed_def("category", a, site_title=SITE, limit=5, ttl=1)
+    assert feed.path("rss") == f"category/{name}.rss.xml" and Path(feed.path("rss")).parent.name == "category"
     if a != b:
-        assert feed_spec(b).slug != slug
+        assert slug(b) != name
 
 
 # --- feeds ------------------------------------------------------------------------------
 
+SITE_INFO = Site(base_url=BASE_URL, title=SITE)
 
-def publish_golden(out: Path):
-    return publish(out, golden_articles(), base_url=BASE_URL, site_title=SITE, limit=50)
+
+def page_of(articles, category: str = "金融", *, site: Site = SITE_INFO) -> Page:
+    feed = feed_def("category", category, site_title=site.title, limit=50, ttl=15)
+    return Page(feed=feed, items=tuple(articles))
+
+
+def rss_of(articles, category: str = "金融", *, site: Site = SITE_INFO) -> bytes:
+    return render_rss(page_of(articles, category, site=site), site)
+
+
+def atom_of(articles, category: str = "金融", *, site: Site = SITE_INFO) -> bytes:
+    return render_atom(page_of(articles, category, site=site), site)
+
+
+def ref_of(a: StoredArticle) -> ArticleRef:
+    return ArticleRef(id=a.id, source=a.source, sources=(a.source,), category=a.category, channel=a.channel,
+                      title=a.title, author=a.author, date=a.date, updated=a.updated, content_hash=a.content_hash)
+
+
+def publish(out: Path, groups: dict[str, list[StoredArticle]], *, base_url: str = BASE_URL,
+            site_title: str = "aggregator", limit: int = 50, previous=None, rules=(), site: Site | None = None):
+    """The whole publish stage as the pipeline runs it, without a database: plan every
+    feed of these articles (a configured source per category, so an empty category still
+    gets its feed), render, validate and write."""
+    articles = {a.id: a for group in groups.values() for a in group}
+    sources = [Source(name=f"feed of {c}", url=f"https://origin.example.com/{i}.xml", category=c, channel=None,
+                      interval=900) for i, c in enumerate(sorted(groups)) if not groups[c]]
+    site = site or Site(base_url=base_url, title=site_title)
+    plan = plan_site([ref_of(a) for a in sorted(articles.values(), key=lambda a: a.id)], sources, rules,
+                     site=site, items_per_feed=limit, default_interval=900,
+                     bodies=lambda ids: {i: articles[i].body_html for i in ids})
+    return publish_site(out, plan, site, previous=previous or {},
+                        load=lambda ids: [articles[i] for i in ids if i in articles])
+
+
+def publish_golden(out: Path, previous=None):
+    return publish(out, golden_articles(), base_url=BASE_URL, site_title=SITE, limit=50, previous=previous)
 
 
 def test_golden_site_and_posts(tmp_path):
     site = tmp_path / "site"
     result = publish_golden(site)
-    assert result.skipped == ()
+    assert result.skipped == () and result.failed == ()
     assert sorted(result.written) == sorted(tree(site))
     posts = tmp_path / "posts"
     for articles in golden_articles().values():
@@ -450,15 +492,14 @@ def seed_like_articles() -> list[StoredArticle]:
     return articles
 
 
-@pytest.mark.parametrize("render", [render_rss, render_atom])
+@pytest.mark.parametrize("render", [rss_of, atom_of])
 def test_feeds_reparse_with_full_content_stable_ids_newest_first(render):
     articles = seed_like_articles()
-    spec = feed_spec("金融")
-    feed = parsed(render(spec, articles, base_url=BASE_URL, site_title=SITE))
+    feed = parsed(render(articles))
     expected = sorted(articles, key=lambda a: (a.date, a.id), reverse=True)
     assert [e.id for e in feed.entries] == [a.feed_id for a in expected]
     assert feed.feed.title == f"{SITE} · 金融"
-    assert feed.feed.link == BASE_URL  # the alternate link, not the self link
+    assert feed.feed.link == BASE_URL + "index.html"  # the alternate link, not the self link
     for entry, article in zip(feed.entries, expected):
         assert entry.title == article.title
         assert entry.get("link") == article.link
@@ -469,13 +510,13 @@ def test_feeds_reparse_with_full_content_stable_ids_newest_first(render):
         assert [t.term for t in entry.tags] == article.categories
         if article.summary:
             assert entry.summary == article.summary or html.unescape(entry.summary) == article.summary
-    again = parsed(render(spec, list(reversed(articles)), base_url=BASE_URL, site_title=SITE))
+    again = parsed(render(list(reversed(articles))))
     assert [e.id for e in again.entries] == [e.id for e in feed.entries]
 
 
 def test_atom_is_well_formed_with_html_content_and_stable_dates():
     articles = seed_like_articles()
-    data = render_atom(feed_spec("金融"), articles, base_url=BASE_URL, site_title=SITE)
+    data = atom_of(articles)
     root = etree.fromstring(data)
     assert root.tag == f"{ATOM}feed"
     entries = root.findall(f"{ATOM}entry")
@@ -489,21 +530,51 @@ def test_atom_is_well_formed_with_html_content_and_stable_dates():
     assert root.findtext(f"{ATOM}id") == BASE_URL + "category/%E9%87%91%E8%9E%8D.atom.xml"
     self_link = root.find(f"{ATOM}link[@rel='self']").get("href")
     assert self_link.isascii() and unquote(self_link) == BASE_URL + "category/金融.atom.xml"
+    assert root.find(f"{ATOM}link[@rel='self']").get("type") == "application/atom+xml"
+    assert root.find(f"{ATOM}link[@rel='alternate']").get("href") == BASE_URL + "index.html"
+    assert root.find(f"{ATOM}link[@rel='hub']") is None  # no hub configured
 
 
-def test_rss_channel_links_and_build_date():
+def test_rss_channel_links_ttl_and_build_date():
     articles = golden_articles()["Tech News"]
-    spec = feed_spec("Tech News")
-    channel = etree.fromstring(render_rss(spec, articles, base_url=BASE_URL, site_title=SITE))[0]
-    assert channel.findtext("link") == BASE_URL
+    page = page_of(articles, "Tech News")
+    channel = etree.fromstring(render_rss(page, SITE_INFO))[0]
+    assert channel.findtext("link") == BASE_URL + "index.html"
     self_link = channel.find(f"{ATOM}link[@rel='self']")
-    assert self_link.get("href") == BASE_URL + spec.rss_path
+    assert self_link.get("href") == BASE_URL + page.path("rss")
+    assert self_link.get("type") == "application/rss+xml"
+    assert channel.findtext("ttl") == "15"
+    assert channel.findtext("category") == "Tech News"
     # the edited, older article carries the newest `updated`: it dates the feed
     assert parsedate_to_datetime(channel.findtext("lastBuildDate")) == T0 + timedelta(days=3)
     items = channel.findall("item")
     assert [i.find("guid").get("isPermaLink") for i in items] == ["false", "false"]
     content = "{http://purl.org/rss/1.0/modules/content/}encoded"
     assert all(i.findtext(content) for i in items)
+
+
+def test_hub_link_and_source_attribution_in_both_formats():
+    site = Site(base_url=BASE_URL, title=SITE, hub="https://hub.example.net/",
+                source_urls={"财联社": "https://rsshub.example/cls/depth/1000"})
+    articles = golden_articles()["金融"] + golden_articles()["Tech News"]
+    rss = etree.fromstring(rss_of(articles, site=site))
+    assert rss.find(f"channel/{ATOM}link[@rel='hub']").get("href") == "https://hub.example.net/"
+    for item in rss.findall("channel/item"):
+        source = item.find("source")
+        if item.findtext("title") in {a.title for a in golden_articles()["金融"]}:
+            assert source.text == "财联社" and source.get("url") == "https://rsshub.example/cls/depth/1000"
+        else:  # a source without a configured URL is not attributed with a made-up one
+            assert source is None
+    atom = etree.fromstring(atom_of(articles, site=site))
+    assert atom.find(f"{ATOM}link[@rel='hub']").get("href") == "https://hub.example.net/"
+    sources = [e.find(f"{ATOM}source") for e in atom.findall(f"{ATOM}entry")]
+    attributed = [s for s in sources if s is not None]
+    assert len(attributed) == 2
+    for source in attributed:
+        assert source.findtext(f"{ATOM}title") == "财联社"
+        assert source.find(f"{ATOM}link").get("href") == "https://rsshub.example/cls/depth/1000"
+    for data in (rss_of(articles, site=site), atom_of(articles, site=site)):
+        parsed(data)
 
 
 # --- images -----------------------------------------------------------------------------
@@ -526,7 +597,7 @@ def atom_links(entry) -> list[tuple[str | None, str | None, str]]:
 
 def test_rss_items_carry_their_own_image_as_media_thumbnail_only():
     articles = image_articles()
-    data = render_rss(feed_spec("金融"), articles, base_url=BASE_URL, site_title=SITE)
+    data = rss_of(articles)
     feed = parsed(data)
     assert [e.title for e in feed.entries] == ["with png", "cdn image", "no image"]
     assert feed.entries[0].media_thumbnail[0]["url"] == articles[0].image
@@ -547,7 +618,7 @@ def test_rss_items_carry_their_own_image_as_media_thumbnail_only():
 
 def test_atom_entries_carry_their_image_as_enclosure_link_and_thumbnail():
     articles = image_articles()
-    data = render_atom(feed_spec("金融"), articles, base_url=BASE_URL, site_title=SITE)
+    data = atom_of(articles)
     feed = parsed(data)
     first, second, third = feed.entries
     assert [(e.href, e.type) for e in first.enclosures] == [(articles[0].image, "image/png")]
@@ -603,12 +674,12 @@ WEIRD_IMAGES = [
 def test_weird_image_urls_are_published_as_valid_urls(image, published):
     assert feed_image_url(image) == published
     article = make_article(1, "weird", image=image)
-    for render in (render_rss, render_atom):
-        data = render(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+    for render in (rss_of, atom_of):
+        data = render([article])
         etree.fromstring(data)  # well-formed
         entry = parsed(data).entries[0]
         assert entry.media_thumbnail[0]["url"] == published
-        if render is render_atom:
+        if render is atom_of:
             assert [e.href for e in entry.enclosures] == [published]
 
 
@@ -620,8 +691,8 @@ def test_weird_image_urls_are_published_as_valid_urls(image, published):
 def test_unusable_image_urls_are_left_out_not_fatal(image):
     assert feed_image_url(image) is None
     article = make_article(1, "x", image=image)
-    for render in (render_rss, render_atom):
-        data = render(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+    for render in (rss_of, atom_of):
+        data = render([article])
         entry = parsed(data).entries[0]
         assert entry.title == "x"
         assert "media_thumbnail" not in entry and entry.get("enclosures", []) == []
@@ -637,8 +708,8 @@ def test_any_image_url_gives_well_formed_feeds(tail, prefix):
     image = prefix + tail
     published = feed_image_url(image)
     article = make_article(1, "t", image=image)
-    rss = render_rss(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
-    atom = render_atom(feed_spec("金融"), [article], base_url=BASE_URL, site_title=SITE)
+    rss = rss_of([article])
+    atom = atom_of([article])
     rss_item = etree.fromstring(rss).find("channel/item")
     atom_entry = etree.fromstring(atom).find(f"{ATOM}entry")
     thumbnails = [t.get("url") for t in rss_item.findall(f"{MEDIA}thumbnail")]
@@ -657,9 +728,8 @@ def test_any_image_url_gives_well_formed_feeds(tail, prefix):
 
 
 def test_empty_feed_is_dated_epoch():
-    spec = feed_spec("空")
-    rss = parsed(render_rss(spec, [], base_url=BASE_URL, site_title=SITE))
-    atom = parsed(render_atom(spec, [], base_url=BASE_URL, site_title=SITE))
+    rss = parsed(rss_of([], "空"))
+    atom = parsed(atom_of([], "空"))
     assert rss.entries == [] and atom.entries == []
     epoch = EPOCH.timetuple()[:6]
     assert tuple(rss.feed.updated_parsed)[:6] == epoch
@@ -669,7 +739,7 @@ def test_empty_feed_is_dated_epoch():
 def test_limit_keeps_the_newest_and_breaks_ties_by_id(tmp_path):
     articles = [make_article(i, f"a{i}", date=T0 + timedelta(hours=i // 2)) for i in range(7)]
     publish(tmp_path, {"金融": articles}, base_url=BASE_URL, limit=3)
-    feed = parsed((tmp_path / feed_spec("金融").rss_path).read_bytes())
+    feed = parsed((tmp_path / "category/金融.rss.xml").read_bytes())
     assert [e.title for e in feed.entries] == ["a6", "a5", "a4"]
 
 
@@ -679,14 +749,15 @@ def test_illegal_characters_do_not_kill_the_feed(tmp_path):
         make_article(1, f"bad{dirty}title", body=f"<p>body{dirty}text</p>",
                      author=f"au{dirty}thor", summary=f"sum{dirty}mary",
                      link=f"https://x.example/{dirty}1", channel=f"ch{dirty}",
-                     image=f"https://img.example.org/{dirty}1.png"),
-        make_article(2, "good", date=T0 - timedelta(hours=1)),
-        make_article(3, "emoji from a pair \ud83d\ude00", date=T0 - timedelta(hours=2)),
+                     image=f"https://img.example.org/{dirty}1.png", category=f"金融{dirty}",
+                     source=f"源{dirty}"),
+        make_article(2, "good", date=T0 - timedelta(hours=1), category=f"金融{dirty}"),
+        make_article(3, "emoji from a pair \ud83d\ude00", date=T0 - timedelta(hours=2), category=f"金融{dirty}"),
     ]
     result = publish(tmp_path, {f"金融{dirty}": articles}, base_url=BASE_URL)
-    assert result.skipped == ()
-    spec = feed_spec(f"金融{dirty}")
-    for rel in (spec.rss_path, spec.atom_path):
+    assert result.skipped == () and result.failed == ()
+    feed = feed_def("category", f"金融{dirty}", site_title=SITE, limit=50, ttl=15)
+    for rel in (feed.path("rss"), feed.path("atom")):
         data = (tmp_path / rel).read_bytes()
         etree.fromstring(data)  # well-formed
         feed = parsed(data)
@@ -714,19 +785,20 @@ def test_an_item_that_still_fails_is_skipped_with_a_warning(tmp_path, monkeypatc
     articles = [make_article(1, "boom"), make_article(2, "fine")]
     with caplog.at_level(logging.WARNING, logger="aggregator.publish.feeds"):
         result = publish(tmp_path, {"金融": articles}, base_url=BASE_URL)
-    assert len(result.skipped) == 2 and all("left out" in m for m in result.skipped)
-    assert sum("left out" in r.getMessage() for r in caplog.records) == 2
-    for rel in (feed_spec("金融").rss_path, feed_spec("金融").atom_path):
+    # the item is in four feeds (all, its category, source and channel), each in RSS and Atom
+    assert len(result.skipped) == 8 and all("left out" in m for m in result.skipped)
+    assert sum("left out" in r.getMessage() for r in caplog.records) == 8
+    for rel in ("category/金融.rss.xml", "category/金融.atom.xml", "all.rss.xml"):
         assert [e.title for e in parsed((tmp_path / rel).read_bytes()).entries] == ["fine"]
 
 
 def test_rendering_restores_the_locale():
     before = locale.setlocale(locale.LC_ALL)
-    render_rss(feed_spec("金融"), golden_articles()["金融"], base_url=BASE_URL, site_title=SITE)
+    rss_of(golden_articles()["金融"])
     assert locale.setlocale(locale.LC_ALL) == before
 
 
-# --- publish: determinism, unchanged files, OPML ----------------------------------------
+# --- publish: determinism, incremental, OPML --------------------------------------------
 
 
 def test_publish_is_deterministic_and_does_not_rewrite_unchanged_files(tmp_path):
@@ -734,8 +806,10 @@ def test_publish_is_deterministic_and_does_not_rewrite_unchanged_files(tmp_path)
     files = tree(tmp_path / "a")
     assert sorted(first.written) == sorted(files) and first.unchanged == ()
     mtimes = {rel: (tmp_path / "a" / rel).stat().st_mtime_ns for rel in files}
+    # without the previous state every page is rendered again: same bytes, nothing written
     second = publish_golden(tmp_path / "a")
     assert second.written == () and sorted(second.unchanged) == sorted(files)
+    assert second.rendered == len(first.done) and second.kept == 0
     assert {rel: (tmp_path / "a" / rel).stat().st_mtime_ns for rel in files} == mtimes
     assert tree(tmp_path / "a") == files
     # another folder, groups and articles in another order: the same bytes
@@ -746,33 +820,213 @@ def test_publish_is_deterministic_and_does_not_rewrite_unchanged_files(tmp_path)
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
-def test_only_the_changed_category_is_rewritten(tmp_path):
-    publish_golden(tmp_path)
+def states(result) -> dict:
+    return {o.path: o for o in result.done}
+
+
+def test_incremental_publish_renders_only_pages_whose_articles_changed(tmp_path):
+    first = publish_golden(tmp_path)
+    assert first.kept == 0 and first.failed == ()
+    same = publish_golden(tmp_path, previous=states(first))
+    assert same.rendered == 0 and same.kept == len(first.done) and same.written == ()
+
     groups = golden_articles()
-    edited = dataclasses.replace(groups["Tech News"][0], body_html="<p>new text</p>",
+    edited = dataclasses.replace(groups["Tech News"][0], body_html="<p>new text</p>", content_hash="hash-new",
                                  updated=T0 + timedelta(days=5))
     groups["Tech News"] = [edited, groups["Tech News"][1]]
-    result = publish(tmp_path, groups, base_url=BASE_URL, site_title=SITE)
-    tech = feed_spec("Tech News")
-    assert sorted(result.written) == sorted([tech.rss_path, tech.atom_path])
+    result = publish(tmp_path, groups, base_url=BASE_URL, site_title=SITE, previous=states(first))
+    # the edited article is in: everything, its category, its source (no channel)
+    stems = ["all", f"category/{slug('Tech News')}", f"source/{slug('Example Blog')}"]
+    assert result.rendered == 3 and result.kept == len(first.done) - 3
+    feeds = sorted(f"{stem}{ext}" for stem in stems for ext in (".rss.xml", ".atom.xml", ".json"))
+    assert sorted(result.written) == sorted([*feeds, "index.html"])  # the index shows last updates
+    assert sorted(result.changed_feeds) == feeds
     assert "index.opml" in result.unchanged
 
+    # a file deleted behind our back is rendered again even though its signature is known
+    (tmp_path / "category/金融.json").unlink()
+    again = publish(tmp_path, groups, base_url=BASE_URL, site_title=SITE,
+                    previous={**states(first), **states(result)})
+    assert again.rendered == 1 and again.written == ("category/金融.json",)
 
-def test_opml_lists_every_published_feed(tmp_path):
+
+def test_pages_of_vanished_feeds_are_removed_and_nothing_else(tmp_path):
+    first = publish_golden(tmp_path)
+    (tmp_path / "category" / "notes.txt").write_text("the operator's own file")
+    groups = golden_articles()
+    del groups["Tech News"]
+    result = publish(tmp_path, groups, base_url=BASE_URL, site_title=SITE, previous=states(first))
+    gone = {f"category/{slug('Tech News')}", f"source/{slug('Example Blog')}", f"channel/{slug('Releases')}"}
+    assert set(result.gone) == gone
+    for stem in gone:
+        for ext in (".rss.xml", ".atom.xml", ".json"):
+            assert not (tmp_path / f"{stem}{ext}").exists()
+    assert (tmp_path / "category" / "notes.txt").read_text() == "the operator's own file"
+    assert (tmp_path / "category/金融.rss.xml").is_file()
+
+
+def test_opml_lists_every_feed_once_grouped_by_axis(tmp_path):
     result = publish_golden(tmp_path)
     root = etree.fromstring((tmp_path / "index.opml").read_bytes())
     assert root.get("version") == "2.0"
     assert root.findtext("head/title") == SITE
-    outlines = root.findall("body/outline")
-    titles = [f"{SITE} · {c}" for c in sorted(golden_articles())]
-    assert [o.get("text") for o in outlines] == [t for title in titles for t in (title, f"{title} (Atom)")]
-    assert [o.get("version") for o in outlines] == ["RSS", "Atom"] * len(titles)
+    folders = root.findall("body/outline")
+    assert [f.get("text") for f in folders] == ["Everything", "By category", "By source", "By channel"]
+    categories = [o.get("text") for o in folders[1]]
+    assert categories == [f"{SITE} · {c}" for c in sorted(golden_articles())]
     listed = []
-    for outline in outlines:
-        assert outline.get("type") == "rss" and outline.get("htmlUrl") == BASE_URL
+    for outline in root.iter("outline"):
+        if outline.get("xmlUrl") is None:
+            continue
+        assert outline.get("type") == "rss" and outline.get("version") == "RSS"
+        assert outline.get("htmlUrl") == BASE_URL + "index.html"
         url = outline.get("xmlUrl")
         assert url.isascii() and url.startswith(BASE_URL)
         listed.append(unquote(url[len(BASE_URL):]))
-    assert sorted(listed) == sorted(p for p in result.written if p != "index.opml")
-    again = render_opml([feed_spec(c) for c in sorted(golden_articles())], BASE_URL, SITE)
-    assert again == (tmp_path / "index.opml").read_bytes()
+    current_rss = sorted(p for p in result.written if p.endswith(".rss.xml") and not p.startswith("archive/"))
+    assert sorted(listed) == current_rss
+
+
+# --- archives (RFC 5005) ----------------------------------------------------------------
+
+HISTORY = "{http://purl.org/syndication/history/1.0}"
+
+
+def follow_archives(output_dir: Path, rel_path: str) -> list[str]:
+    """Titles of every entry a reader can reach from the subscription document by
+    following prev-archive links, as RFC 5005 §4 describes, each once."""
+    seen: dict[str, str] = {}
+    while rel_path:
+        data = (output_dir / rel_path).read_bytes()
+        root = etree.fromstring(data)
+        for entry in parsed(data).entries:
+            seen.setdefault(entry.id, entry.title)
+        links = root.findall(f".//{ATOM}link[@rel='prev-archive']")
+        assert len(links) <= 1
+        rel_path = unquote(links[0].get("href")[len(BASE_URL):]) if links else ""
+    return sorted(seen.values())
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+def test_archives_let_a_reader_backfill_beyond_the_newest_items(tmp_path, fmt):
+    articles = [make_article(i, f"a{i:02d}", date=T0 + timedelta(hours=i)) for i in range(1, 12)]
+    publish(tmp_path, {"金融": articles}, base_url=BASE_URL, site_title=SITE, limit=4)
+    current = f"category/金融{'.rss.xml' if fmt == 'rss' else '.atom.xml'}"
+    assert len(parsed((tmp_path / current).read_bytes()).entries) == 4
+    # 11 articles, 4 a page: two full archive pages (a01-a04, a05-a08); a09-a11 are the
+    # newest and in the current document
+    assert follow_archives(tmp_path, current) == sorted(a.title for a in articles)
+    ext = ".rss.xml" if fmt == "rss" else ".atom.xml"
+    first = etree.fromstring((tmp_path / f"archive/category/金融/1{ext}").read_bytes())
+    assert first.find(f".//{HISTORY}archive") is not None
+    rels = {link.get("rel"): unquote(link.get("href")) for link in first.iter(f"{ATOM}link")}
+    assert rels["current"] == BASE_URL + f"category/金融{ext}"
+    assert rels["next-archive"] == BASE_URL + f"archive/category/金融/2{ext}"
+    assert "prev-archive" not in rels
+    assert not (tmp_path / f"archive/category/金融/3{ext}").exists()
+    titles = [e.title for e in parsed((tmp_path / f"archive/category/金融/1{ext}").read_bytes()).entries]
+    assert titles == ["a04", "a03", "a02", "a01"]
+    current_root = etree.fromstring((tmp_path / current).read_bytes())
+    assert current_root.find(f".//{HISTORY}archive") is None
+
+
+def test_a_feed_that_never_overflowed_has_no_archive(tmp_path):
+    articles = [make_article(i, f"a{i}", date=T0 + timedelta(hours=i)) for i in range(1, 5)]
+    publish(tmp_path, {"金融": articles}, base_url=BASE_URL, site_title=SITE, limit=4)
+    assert not (tmp_path / "archive").exists()
+    root = etree.fromstring((tmp_path / "category/金融.atom.xml").read_bytes())
+    assert root.find(f"{ATOM}link[@rel='prev-archive']") is None
+
+
+def test_a_full_archive_page_never_changes_when_newer_articles_arrive(tmp_path):
+    articles = [make_article(i, f"a{i:02d}", date=T0 + timedelta(hours=i)) for i in range(1, 10)]
+    first = publish(tmp_path, {"金融": articles}, base_url=BASE_URL, site_title=SITE, limit=4)
+    assert {p.name for p in (tmp_path / "archive/category/金融").iterdir()} >= {"1.atom.xml", "2.atom.xml"}
+    assert not (tmp_path / "archive/category/金融/3.atom.xml").exists()
+    page1 = (tmp_path / "archive/category/金融/1.atom.xml").read_bytes()
+    more = articles + [make_article(i, f"a{i:02d}", date=T0 + timedelta(hours=i)) for i in range(10, 14)]
+    second = publish(tmp_path, {"金融": more}, base_url=BASE_URL, site_title=SITE, limit=4, previous=states(first))
+    assert (tmp_path / "archive/category/金融/1.atom.xml").read_bytes() == page1
+    assert not any(p.startswith("archive/category/金融/1.") for p in second.written)
+    assert second.kept >= 1  # page 1 was not even rendered
+    # page 2 gains its next-archive link to the new page 3
+    assert "archive/category/金融/2.atom.xml" in second.written
+    assert (tmp_path / "archive/category/金融/3.atom.xml").is_file()
+
+
+# --- custom feeds ([[feeds]]) -----------------------------------------------------------
+
+
+def filter_articles() -> dict[str, list[StoredArticle]]:
+    return {
+        "金融": [
+            make_article(1, "央行降准 利好", body="<p>货币政策宽松</p>"),
+            make_article(2, "【广告】理财产品推荐", body="<p>限时优惠</p>", date=T0 - timedelta(hours=1)),
+            make_article(3, "股市收盘", body="<p>沪指上涨，央行表态</p>", date=T0 - timedelta(hours=2),
+                         author="记者甲"),
+        ],
+        "Tech": [
+            make_article(4, "Python 3.14 released", category="Tech", source="Blog", channel=None,
+                         body="<p>New release of CPython</p>", author="Guido"),
+            make_article(5, "Sponsored: buy our cloud", category="Tech", source="Blog", channel=None,
+                         date=T0 - timedelta(hours=3), body="<p>advertisement</p>"),
+        ],
+    }
+
+
+def custom_titles(tmp_path: Path, *rules: FeedRule) -> dict[str, list[str]]:
+    publish(tmp_path, filter_articles(), base_url=BASE_URL, site_title=SITE, rules=rules)
+    return {r.name: [e.title for e in parsed((tmp_path / f"custom/{r.name}.rss.xml").read_bytes()).entries]
+            for r in rules}
+
+
+def test_custom_feeds_select_and_filter_like_rsshub(tmp_path):
+    got = custom_titles(
+        tmp_path,
+        FeedRule(name="everything"),
+        FeedRule(name="finance-no-ads", categories=("金融",), exclude=(("title", "广告"),)),
+        FeedRule(name="central-bank", include=(("any", "央行"),)),  # title or text
+        FeedRule(name="bank-in-text", include=(("text", "央行"),)),
+        FeedRule(name="by-author", include=(("author", "^guido$"),)),  # case-insensitive by default
+        FeedRule(name="by-author-cs", include=(("author", "^guido$"),), case_sensitive=True),
+        FeedRule(name="blog-or-channel", sources=("Blog",), channels=("深度",), exclude=(("any", "sponsored|广告"),)),
+        FeedRule(name="two", limit=2, title="Just two"),
+    )
+    # newest first; 央行降准 and Python share a date, the later stored (id 4) comes first
+    assert got["everything"] == ["Python 3.14 released", "央行降准 利好", "【广告】理财产品推荐", "股市收盘",
+                                 "Sponsored: buy our cloud"]
+    assert got["finance-no-ads"] == ["央行降准 利好", "股市收盘"]
+    assert got["central-bank"] == ["央行降准 利好", "股市收盘"]
+    assert got["bank-in-text"] == ["股市收盘"]
+    assert got["by-author"] == ["Python 3.14 released"]
+    assert got["by-author-cs"] == []
+    assert got["blog-or-channel"] == ["Python 3.14 released", "央行降准 利好", "股市收盘"]
+    assert got["two"] == ["Python 3.14 released", "央行降准 利好"]
+    two = parsed((tmp_path / "custom/two.atom.xml").read_bytes())
+    assert two.feed.title == "Just two"
+    opml = etree.fromstring((tmp_path / "index.opml").read_bytes())
+    assert opml.findall("body/outline")[-1].get("text") == "Custom feeds"
+
+
+# --- validation before swap -------------------------------------------------------------
+
+
+def test_a_document_that_fails_validation_is_not_published_and_the_last_good_one_stays(tmp_path, caplog):
+    good = [make_article(1, "good", date=T0)]
+    first = publish(tmp_path, {"金融": good}, base_url=BASE_URL, site_title=SITE)
+    before = (tmp_path / "category/金融.rss.xml").read_bytes()
+    # RSS 2.0 dates are RFC 822, whose years have four digits at most in practice, and
+    # readers refuse year 1: such a date (a broken upstream clock, an importer's default)
+    # must not reach subscribers.
+    bad = good + [make_article(2, "year one", date=datetime(1, 1, 1, tzinfo=timezone.utc))]
+    with caplog.at_level(logging.ERROR, logger="aggregator.publish.site"):
+        result = publish(tmp_path, {"金融": bad}, base_url=BASE_URL, site_title=SITE, previous=states(first))
+    failed = dict(result.failed)
+    assert "category/金融" in failed and "category/金融.rss.xml" in failed["category/金融"]
+    assert "category/金融" not in states(result)  # no signature: tried again next time
+    assert (tmp_path / "category/金融.rss.xml").read_bytes() == before
+    assert "category/金融.rss.xml" not in result.written
+    assert any("not published" in r.getMessage() for r in caplog.records)
+    # the other formats of the same page still went out
+    atom = parsed((tmp_path / "category/金融.atom.xml").read_bytes())
+    assert [e.title for e in atom.entries] == ["good", "year one"]

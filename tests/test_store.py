@@ -56,7 +56,7 @@ def test_decider_table():
 
 def test_wal_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
 
 
 def test_migration_from_schema_1_keeps_data(tmp_path):
@@ -69,7 +69,9 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
             s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
         for column in ("date_note", "text_len", "simhash"):
             s.db.execute(f"ALTER TABLE articles DROP COLUMN {column}")
-        for table in ("article_sources", "article_versions", "near_keys"):
+        for column in ("polls_total", "errors_total"):
+            s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
+        for table in ("article_sources", "article_versions", "near_keys", "meta", "outputs"):
             s.db.execute(f"DROP TABLE {table}")
         s.db.execute("CREATE TABLE near_keys (band TEXT, article_id INTEGER)")  # the schema-4 shape
         s.db.execute("PRAGMA user_version = 1")
@@ -79,6 +81,41 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
         assert st.validators.etag == '"e"' and st.next_poll is None and st.articles == 1
         assert s.all_articles()[0].date_note == "item"
         assert s.all_articles()[0].sources == (("A", None),)  # the first copy is backfilled
+        assert [(x.polls_total, x.errors_total) for x in s.stats(T0).sources] == [(0, 0)]
+        assert s.outputs() == {} and s.meta() == {}
+
+
+def test_counters_meta_outputs_and_stats(store):
+    from aggregator.models import OutputState
+
+    apply(store, [draft(A, "1"), draft(A, "2", title="Other", body="<p>Different text.</p>")])
+    store.record_success("A", A.url, now=T0, validators=Validators(), body_hash="h")
+    store.record_failure("A", A.url, now=T0 + timedelta(minutes=5), kind="timeout", message="slow")
+    store.record_success("A", A.url, now=T0 + timedelta(minutes=10), validators=Validators(), body_hash=None)
+    store.record_failure("B", "https://b.example/feed", now=T0, kind="http-5xx", message="HTTP 503")
+    store.set_meta(last_cycle_at="2021-11-10T12:00:00Z", last_cycle_seconds=1.25)
+    store.set_meta(last_cycle_seconds=0.5)
+    store.record_outputs(
+        [OutputState(path="all", signature="s1", items=2, updated=T0),
+         OutputState(path="category/x", signature="s2", items=0)],
+        [("category/y", "category/y.rss.xml: bad date")], [], T0)
+    stats = store.stats(T0 + timedelta(hours=1))
+    by_name = {x.name: x for x in stats.sources}
+    assert (by_name["A"].polls_total, by_name["A"].errors_total, by_name["A"].state) == (3, 1, "ok")
+    assert (by_name["B"].polls_total, by_name["B"].errors_total, by_name["B"].state) == (1, 1, "failing")
+    assert by_name["A"].articles == 2 and by_name["A"].last_success == T0 + timedelta(minutes=10)
+    assert stats.articles_total == 2 and stats.articles_by_category == ((A.category, 2),)
+    assert stats.last_cycle_at == datetime(2021, 11, 10, 12, tzinfo=timezone.utc)
+    assert stats.last_cycle_seconds == 0.5 and stats.last_publish_at is None
+    assert stats.published_pages == 2 and stats.publish_errors == (("category/y", "category/y.rss.xml: bad date"),)
+    outputs = store.outputs()
+    assert outputs["all"].signature == "s1" and outputs["all"].updated == T0 and outputs["all"].published == T0
+    assert outputs["category/y"].signature is None and outputs["category/y"].error.endswith("bad date")
+    # a later success clears the refusal; a page that is gone is forgotten
+    store.record_outputs([OutputState(path="category/y", signature="s3", items=1)], [], ["category/x"], T0)
+    outputs = store.outputs()
+    assert outputs["category/y"].error is None and outputs["category/y"].signature == "s3"
+    assert "category/x" not in outputs
 
 
 def test_new_then_unchanged_then_update(store):
@@ -230,3 +267,27 @@ def test_find_articles(store):
     for needle in (art.uid, art.uid[:10], art.post_name, "https://x.example/s", "guid-1", "b-guid"):
         assert [a.id for a in store.find_articles(needle)] == [art.id], needle
     assert store.find_articles("nothing-like-it") == []
+
+
+def test_readonly_store_never_creates_migrates_or_writes(tmp_path):
+    from aggregator.errors import StoreError
+
+    missing = tmp_path / "none" / "aggregator.db"
+    with pytest.raises(StoreError, match="read-only"):
+        Store(missing, readonly=True)
+    assert not missing.parent.exists()
+
+    path = tmp_path / "a.db"
+    with Store(path) as s:
+        apply(s, [draft(A, "1")])
+    with Store(path, readonly=True) as ro:
+        assert ro.stats(T0).articles_total == 1
+        with pytest.raises(StoreError):
+            ro.set_meta(last_cycle_at="2021-11-10T12:00:00Z")
+    with Store(path) as s:
+        assert s.meta() == {}
+        s.db.execute("PRAGMA user_version = 5")  # as an older aggregator left it
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="schema 5"):
+        Store(path, readonly=True)
+    assert path.read_bytes() == before

@@ -58,12 +58,15 @@ def run_demo(directory: Path) -> None:
         server.server_close()
     _print_cycle(console, cycle, config)
     posts = sorted(config.posts_dir.glob("*.md"))
-    feeds = sorted(p for p in config.output_dir.rglob("*") if p.is_file() and config.posts_dir not in p.parents)
-    console.print("\n[bold]Published feeds[/] (subscribe to these):")
+    feeds = sorted(p for p in config.output_dir.rglob("*")
+                   if p.is_file() and p.name.endswith(".rss.xml") and "archive" not in p.relative_to(config.output_dir).parts)
+    console.print(f"\n[bold]Published feeds[/] (each also as .atom.xml and .json; all listed in "
+                  f"{config.output_dir / 'index.html'} and index.opml):")
     for p in feeds:
         console.print(f"  {p}")
     if posts:
         console.print(f"\n[bold]Articles[/] ({len(posts)} in {config.posts_dir}); the first one:\n")
         click.echo(posts[0].read_text(encoding="utf-8")[:1500])
     console.print(f"\nRun it again: the sources answer 304 and nothing is rewritten. Explore with:\n"
-                  f"  aggregator --config {config_file} list-sources")
+                  f"  aggregator --config {config_file} list-sources\n"
+                  f"  aggregator --config {config_file} serve      (then open http://127.0.0.1:{config.serve_port}/)")

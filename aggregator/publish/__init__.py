@@ -1,9 +1,13 @@
 """The publish stage: stored articles -> files under the output folder.
 
-    <output_dir>/posts/<post_name>            Hexo-style article (posts.py)
-    <output_dir>/category/<slug>.rss.xml      RSS 2.0, newest ``limit`` items (feeds.py)
-    <output_dir>/category/<slug>.atom.xml     Atom 1.0, same items (feeds.py)
-    <output_dir>/index.opml                   every category feed (opml.py)
+    <output_dir>/posts/<post_name>                  Hexo-style article (posts.py)
+    <output_dir>/<stem>.rss.xml .atom.xml .json     one feed, three formats (feeds.py,
+                                                    json_feed.py); stems in pages.py
+    <output_dir>/archive/<stem>/<n>.*               RFC 5005 archive pages
+    <output_dir>/index.opml  index.html             every feed (opml.py, index_html.py)
+
+``plan.py`` decides which feeds and pages exist and which changed; ``site.py`` renders,
+validates (validate.py) and writes them; ``websub.py`` tells a hub what changed.
 
 Owns: everything that turns a :class:`~aggregator.models.StoredArticle` into bytes on
 disk, and the only code that imports feedgen, python-frontmatter and PyYAML for output.
@@ -15,29 +19,31 @@ Call it from one thread: feedgen switches the process-wide locale while formatti
 """
 
 from aggregator.publish.atomic import write_atomic
-from aggregator.publish.feeds import (
-    EPOCH,
-    FeedSpec,
-    PublishResult,
-    feed_spec,
-    publish,
-    render_atom,
-    render_rss,
-)
+from aggregator.publish.feeds import render_atom, render_rss
 from aggregator.publish.opml import render_opml
+from aggregator.publish.pages import EPOCH, FeedDef, IndexEntry, Page, Site
+from aggregator.publish.plan import PageJob, SitePlan, feed_def, plan_site, slug
 from aggregator.publish.posts import post_name, render_post, write_post
+from aggregator.publish.site import SiteResult, publish_site
 
 __all__ = [
     "EPOCH",
-    "FeedSpec",
-    "PublishResult",
-    "feed_spec",
+    "FeedDef",
+    "IndexEntry",
+    "Page",
+    "PageJob",
+    "Site",
+    "SitePlan",
+    "SiteResult",
+    "feed_def",
+    "plan_site",
     "post_name",
-    "publish",
+    "publish_site",
     "render_atom",
     "render_opml",
     "render_post",
     "render_rss",
+    "slug",
     "write_atomic",
     "write_post",
 ]

@@ -1,11 +1,10 @@
-"""Per-category RSS 2.0 and Atom 1.0 feeds (feedgen), plus the run that writes them all.
+"""RSS 2.0 and Atom 1.0 documents (feedgen) of one feed page.
 
-Owns: the name and URLs of each category's feeds (``feed_spec``), the bytes of each feed
-(``render_rss`` / ``render_atom``) and ``publish``, which writes every feed and
-``index.opml`` atomically and leaves unchanged files untouched.
+Owns: the bytes of one page (``render_rss`` / ``render_atom``) — the current document
+of a feed or one of its RFC 5005 archive pages (see ``pages.py`` for the layout).
 
-Must not: query the database, read the clock, or clean HTML (bodies arrive cleaned).
-Same articles in -> byte-identical files out: nothing here depends on "now".
+Must not: query the database, read the clock, write files, or clean HTML (bodies arrive
+cleaned). Same page in -> byte-identical bytes out: nothing here depends on "now".
 
 Decisions (see HAZARDS.md, "Publishing"):
 
@@ -21,6 +20,14 @@ Decisions (see HAZARDS.md, "Publishing"):
   uses ``<author><name>``, with the site as feed-level author for entries without one;
 - ``lastBuildDate`` / ``<updated>``: the newest ``article.updated`` among the items; an
   empty feed says 1970-01-01T00:00:00Z (EPOCH) so that it too is byte-stable;
+- links: ``atom:link rel="self"`` (with its media type), ``rel="alternate"`` (the index
+  page), ``rel="hub"`` when a WebSub hub is configured, and the RFC 5005 links
+  (``prev-archive`` from the current document to the newest archive page; ``current``,
+  ``prev-archive`` and ``next-archive`` between archive pages, which also carry
+  ``<fh:archive/>``). Every page of a feed has the same feed id (the current Atom URL);
+- ``<ttl>`` (RSS): the shortest polling interval of the sources feeding it, in minutes;
+- attribution: RSS ``<source url="…">name</source>`` and Atom ``<source>`` (title and
+  link) name the source the article came from and its feed URL, when configured;
 - every string is stripped of XML-illegal characters first; an item that still fails is
   left out with a warning, never the whole feed;
 - images (``feed_image_url``): only the item's *own* image (``article.image``) is
@@ -44,17 +51,13 @@ rely on the locale while a render runs: call ``publish`` from one thread only.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import re
 import threading
-import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
@@ -64,87 +67,18 @@ from feedgen.util import xml_elem
 from aggregator import __version__
 from aggregator.errors import PublishError
 from aggregator.models import StoredArticle
-from aggregator.publish.atomic import write_atomic
+from aggregator.publish.pages import MEDIA_TYPES, Page, Site
 from aggregator.publish.posts import strip_illegal_chars
 
 log = logging.getLogger(__name__)
 
-#: ``updated`` of a feed with no items: fixed, so an empty feed is byte-stable too.
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 GENERATOR = "aggregator"
 UNTITLED = "(untitled)"
-OPML_NAME = "index.opml"
-_SLUG_MAX_BYTES = 80  # + ".atom.xml" stays far below NAME_MAX (255 bytes)
+ATOM_NS = "http://www.w3.org/2005/Atom"
+HISTORY_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
+INDEX_PAGE = "index.html"
 
 _FEEDGEN_LOCK = threading.RLock()
-
-
-# --- names and URLs -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeedSpec:
-    """Where one category's feeds live. Paths are relative to the output folder."""
-
-    key: str  # the category name as configured
-    title: str  # the category as displayed (illegal characters stripped)
-    slug: str
-    rss_path: str
-    atom_path: str
-
-
-def _readable_slug(name: str) -> str:
-    # Unicode letters, digits and combining marks (Devanagari, Thai… need them) are kept,
-    # so 金融 stays 金融 (percent-encoded only inside URLs); everything else, "/", "." and
-    # "\" included, becomes "-". No "." survives, so no slug is hidden or "..".
-    out: list[str] = []
-    for ch in unicodedata.normalize("NFKC", name).lower():
-        kind = unicodedata.category(ch)[0]
-        if kind in "LN" or ch == "_" or (kind == "M" and out and out[-1] != "-"):
-            out.append(ch)
-        elif out and out[-1] != "-":
-            out.append("-")
-    slug = "".join(out).strip("-_")
-    while len(slug.encode("utf-8")) > _SLUG_MAX_BYTES:
-        slug = slug[:-1]
-    return slug.rstrip("-_")
-
-
-def feed_spec(category: str) -> FeedSpec:
-    """Deterministic, file-system and URL safe names for one category's feeds.
-
-    A category that is already its own slug (``金融``, ``tech-news``) keeps it as is; any
-    other (``Tech News``, ``C++``, ``../x``, ``🙂``) gets its readable part plus 8 hex of
-    its SHA-256, so two categories never share a file even when they read alike
-    (``C++`` / ``C#``, or ``Tech`` / ``tech`` on a case-insensitive file system), and a
-    category's URL does not depend on which other categories exist.
-    """
-    title = strip_illegal_chars(category)
-    readable = _readable_slug(title)
-    if readable and readable == category:
-        slug = readable
-    else:
-        digest = hashlib.sha256(category.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        slug = f"{readable}-{digest}" if readable else digest
-    return FeedSpec(
-        key=category,
-        title=title,
-        slug=slug,
-        rss_path=f"category/{slug}.rss.xml",
-        atom_path=f"category/{slug}.atom.xml",
-    )
-
-
-def site_url(base_url: str, rel_path: str = "") -> str:
-    """``base_url`` is the URL of the output folder; ``rel_path`` is percent-encoded."""
-    base = strip_illegal_chars(base_url)
-    if not base.endswith("/"):
-        base += "/"
-    return base + quote(rel_path, safe="/")
-
-
-def feed_title(spec: FeedSpec, site_title: str) -> str:
-    return strip_illegal_chars(f"{site_title} · {spec.title}")
 
 
 # --- images ---------------------------------------------------------------------------
@@ -224,6 +158,37 @@ class _AtomEnclosure(BaseEntryExtension):
         return item
 
 
+class _FeedLinks(BaseExtension):
+    """RSS: the ``atom:link`` elements feedgen writes only for ``rel="self"`` (hub and
+    archive links), and ``<fh:archive/>`` on archive pages, in both formats."""
+
+    def __init__(self) -> None:
+        self.rss_links: list[tuple[str, str, str]] = []  # (rel, href, type)
+        self.archive = False
+
+    def extend_ns(self):
+        return {"fh": HISTORY_NS}
+
+    def extend_rss(self, feed):
+        channel = feed[0]
+        for rel, href, mime_type in self.rss_links:
+            link = xml_elem(f"{{{ATOM_NS}}}link", channel, href=href, rel=rel)
+            if mime_type:
+                link.attrib["type"] = mime_type
+        if self.archive:
+            xml_elem(f"{{{HISTORY_NS}}}archive", channel)
+        return feed
+
+    def extend_atom(self, feed):
+        if self.archive:
+            xml_elem(f"{{{HISTORY_NS}}}archive", feed)
+        return feed
+
+
+class _NoEntryExtension(BaseEntryExtension):
+    """Entry level of ``_FeedLinks``: nothing."""
+
+
 # --- rendering ------------------------------------------------------------------------
 
 
@@ -237,25 +202,36 @@ def _newest_first(articles: Sequence[StoredArticle]) -> list[StoredArticle]:
     return sorted(articles, key=lambda a: (_utc(a.date), a.id), reverse=True)
 
 
-def _feed_updated(items: Sequence[StoredArticle]) -> datetime:
-    return max((_utc(a.updated) for a in items), default=EPOCH)
-
-
-def _new_feed(spec: FeedSpec, items: Sequence[StoredArticle], *, base_url: str, site_title: str, self_path: str,
-              self_type: str) -> FeedGenerator:
+def _new_feed(page: Page, site: Site, fmt: str) -> FeedGenerator:
+    feed = page.feed
     fg = FeedGenerator()
-    fg.id(site_url(base_url, spec.atom_path))
-    fg.title(feed_title(spec, site_title))
-    fg.description(strip_illegal_chars(f"Articles in {spec.title}, collected by {site_title}"))
-    # RSS <channel><link> is the *last* link added: self first, alternate last.
-    fg.link(href=site_url(base_url, self_path), rel="self", type=self_type)
-    fg.link(href=site_url(base_url), rel="alternate")
+    fg.id(site.url(feed.path("atom")))
+    fg.title(feed.title)
+    fg.description(feed.description)
     fg.generator(GENERATOR, version=__version__)
-    fg.updated(_feed_updated(items))  # also lastBuildDate; feedgen's default is now()
+    fg.updated(page.updated)  # also lastBuildDate; feedgen's default is now()
+    links = page.links(fmt)
+    fg.register_extension("feed_links", _FeedLinks, _NoEntryExtension, atom=True, rss=True)
+    fg.feed_links.archive = page.is_archive
+    extra = [(rel, site.url(path), MEDIA_TYPES[fmt]) for rel, path in links.items() if rel != "self"]
+    if site.hub:
+        extra.append(("hub", strip_illegal_chars(site.hub), ""))
+    # RSS <channel><link> is the *last* link added: self first, alternate last.
+    fg.link(href=site.url(links["self"]), rel="self", type=MEDIA_TYPES[fmt])
+    if fmt == "rss":
+        fg.feed_links.rss_links = extra
+    else:
+        for rel, href, mime_type in extra:
+            fg.link(href=href, rel=rel, **({"type": mime_type} if mime_type else {}))
+    fg.link(href=site.url(INDEX_PAGE), rel="alternate", type="text/html")
+    if fmt == "rss":
+        fg.ttl(feed.ttl)
+    if feed.axis in ("category", "channel"):
+        fg.category(term=strip_illegal_chars(feed.key))
     return fg
 
 
-def _fill_entry(fe: FeedEntry, article: StoredArticle, *, rss: bool) -> None:
+def _fill_entry(fe: FeedEntry, article: StoredArticle, site: Site, *, rss: bool) -> None:
     title = strip_illegal_chars(article.title).strip() or UNTITLED
     summary = strip_illegal_chars(article.summary).strip()
     author = strip_illegal_chars(article.author).strip() or strip_illegal_chars(article.source)
@@ -280,6 +256,10 @@ def _fill_entry(fe: FeedEntry, article: StoredArticle, *, rss: bool) -> None:
     terms = [strip_illegal_chars(c) for c in article.categories]
     if any(terms):
         fe.category([{"term": t} for t in terms if t])
+    source_url = site.source_urls.get(article.source)
+    source_name = strip_illegal_chars(article.source).strip()
+    if source_url and source_name:
+        fe.source(url=strip_illegal_chars(source_url), title=source_name)
     image = feed_image_url(article.image)
     if image:
         if not rss:
@@ -289,41 +269,62 @@ def _fill_entry(fe: FeedEntry, article: StoredArticle, *, rss: bool) -> None:
         fe.media.thumbnail(url=image, group=None)
 
 
-def _render(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
-            site_title: str, rss: bool) -> tuple[bytes, list[str]]:
-    items = _newest_first(articles)
+#: per publish run (see ``site.py``): (article id, is RSS) -> the filled FeedEntry, or the
+#: reason it cannot be published. One article is in several feeds (all, its category,
+#: source, channel, archive pages); filling and checking its entry once saves ~3/4 of the
+#: per-item work of a full rebuild. Valid only while the article and the site do not change.
+EntryCache = dict[tuple[int, bool], "FeedEntry | str"]
+
+
+def _entry(fg: FeedGenerator, article: StoredArticle, site: Site, *, rss: bool,
+           cache: EntryCache | None) -> FeedEntry | str:
+    """The article's entry added to ``fg``, or why it cannot be (the entry is then left out)."""
+    key = (article.id, rss)
+    cached = cache.get(key) if cache is not None else None
+    if isinstance(cached, str):
+        return cached
+    if cached is not None:
+        return fg.add_entry(cached, order="append")  # extensions already registered: kept
+    fe = fg.add_entry(order="append")
+    try:
+        _fill_entry(fe, article, site, rss=rss)
+        # feedgen builds the XML only when serialising; build this entry alone now so a
+        # bad one is dropped instead of failing the whole file.
+        fe.rss_entry() if rss else fe.atom_entry()
+        result: FeedEntry | str = fe
+    except ValueError as e:  # UnicodeError included
+        fg.remove_entry(fe)
+        result = str(e)
+    if cache is not None:
+        cache[key] = result
+    return result
+
+
+def _render(page: Page, site: Site, *, rss: bool, cache: EntryCache | None = None) -> tuple[bytes, list[str]]:
+    items = _newest_first(page.items)
     skipped: list[str] = []
+    fmt = "rss" if rss else "atom"
     with _FEEDGEN_LOCK:
+        fg = _new_feed(page, site, fmt)
         if rss:
-            fg = _new_feed(spec, items, base_url=base_url, site_title=site_title,
-                           self_path=spec.rss_path, self_type="application/rss+xml")
             fg.load_extension("dc", atom=False, rss=True)
         else:
-            fg = _new_feed(spec, items, base_url=base_url, site_title=site_title,
-                           self_path=spec.atom_path, self_type="application/atom+xml")
-            fg.author(name=strip_illegal_chars(site_title) or GENERATOR)
+            fg.author(name=strip_illegal_chars(site.title) or GENERATOR)
             fg.register_extension("atom_enclosure", _NoFeedExtension, _AtomEnclosure,
                                   atom=True, rss=False)
         # Loaded for every feed, images or not, so the root element never depends on
         # which items are present.
         fg.load_extension("media", atom=True, rss=True)
         for article in items:
-            fe = fg.add_entry(order="append")
-            try:
-                _fill_entry(fe, article, rss=rss)
-                # feedgen builds the XML only when serialising; build this entry alone
-                # now so a bad one is dropped instead of failing the whole file.
-                fe.rss_entry() if rss else fe.atom_entry()
-            except ValueError as e:  # UnicodeError included
-                fg.remove_entry(fe)
-                message = f"{spec.key}: article {article.id} ({article.uid}) left out of feed: {e}"
+            entry = _entry(fg, article, site, rss=rss, cache=cache)
+            if isinstance(entry, str):
+                message = f"{page.path(fmt)}: article {article.id} ({article.uid}) left out: {entry}"
                 log.warning("%s", message)
                 skipped.append(message)
         try:
             data = fg.rss_str(pretty=True) if rss else fg.atom_str(pretty=True)
         except ValueError as e:  # UnicodeError included
-            kind = "RSS" if rss else "Atom"
-            raise PublishError(f"cannot render the {kind} feed of {spec.key!r}: {e}") from e
+            raise PublishError(f"cannot render {page.path(fmt)}: {e}") from e
     if rss:
         # Every date here is UTC; feedgen writes RFC 822's numeric "+0000", the seed's
         # family of feeds (and RSS 2.0's examples) write "GMT". Same instant, one style.
@@ -334,70 +335,17 @@ def _render(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
 _RSS_UTC = re.compile(rb"(\d\d:\d\d:\d\d) \+0000</(pubDate|lastBuildDate)>")
 
 
-def render_rss(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
-               site_title: str) -> bytes:
-    """RSS 2.0 of ``articles`` (all of them, newest first: ``publish`` applies the limit)."""
-    return _render(spec, articles, base_url=base_url, site_title=site_title, rss=True)[0]
+def render_rss(page: Page, site: Site) -> bytes:
+    """RSS 2.0 of one page (its items, newest first: the plan applies the limit)."""
+    return _render(page, site, rss=True)[0]
 
 
-def render_atom(spec: FeedSpec, articles: Sequence[StoredArticle], *, base_url: str,
-                site_title: str) -> bytes:
-    """Atom 1.0 of ``articles`` (all of them, newest first: ``publish`` applies the limit)."""
-    return _render(spec, articles, base_url=base_url, site_title=site_title, rss=False)[0]
+def render_atom(page: Page, site: Site) -> bytes:
+    """Atom 1.0 of one page (its items, newest first: the plan applies the limit)."""
+    return _render(page, site, rss=False)[0]
 
 
-# --- publishing -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """Paths are relative to the output folder, POSIX style (``category/金融.rss.xml``)."""
-
-    written: tuple[str, ...]  # created or changed
-    unchanged: tuple[str, ...]  # bytes identical: not rewritten, mtime kept
-    skipped: tuple[str, ...] = ()  # one message per item or category left out
-
-
-def publish(output_dir: Path, groups: Mapping[str, Sequence[StoredArticle]], *,
-            base_url: str, site_title: str = "aggregator", limit: int = 50) -> PublishResult:
-    """Write RSS + Atom for every category in ``groups`` and ``index.opml`` listing them.
-
-    Only from one thread at a time (feedgen switches the process locale, see above).
-    Feeds of categories no longer in ``groups`` are left where they are.
-    Raises :class:`PublishError` when a file cannot be written.
-    """
-    # opml imports this module for FeedSpec and the URL rules.
-    from aggregator.publish.opml import render_opml
-
-    output_dir = Path(output_dir)
-    written: list[str] = []
-    unchanged: list[str] = []
-    skipped: list[str] = []
-    specs: list[FeedSpec] = []
-    taken: dict[str, str] = {}
-
-    def emit(rel_path: str, data: bytes) -> None:
-        changed = write_atomic(output_dir / rel_path, data)
-        (written if changed else unchanged).append(rel_path)
-
-    for category in sorted(groups):
-        spec = feed_spec(category)
-        if spec.slug in taken:
-            # Only a SHA-256 prefix collision or a category literally named like another's
-            # hashed slug gets here; the first (in sorted order) keeps the file.
-            message = f"{category!r}: feed name {spec.slug!r} already used by {taken[spec.slug]!r}"
-            log.error("%s", message)
-            skipped.append(message)
-            continue
-        taken[spec.slug] = category
-        items = _newest_first(groups[category])[: max(limit, 0)]
-        rss, rss_skipped = _render(spec, items, base_url=base_url, site_title=site_title, rss=True)
-        atom, atom_skipped = _render(spec, items, base_url=base_url, site_title=site_title,
-                                     rss=False)
-        emit(spec.rss_path, rss)
-        emit(spec.atom_path, atom)
-        skipped += rss_skipped + atom_skipped
-        specs.append(spec)
-
-    emit(OPML_NAME, render_opml(specs, base_url, site_title))
-    return PublishResult(tuple(written), tuple(unchanged), tuple(skipped))
+def render_page(page: Page, site: Site, fmt: str, cache: EntryCache | None = None) -> tuple[bytes, list[str]]:
+    """RSS or Atom bytes of ``page`` and one message per item left out. ``cache``: one
+    dict per publish run, shared by every page of it (see ``EntryCache``)."""
+    return _render(page, site, rss=fmt == "rss", cache=cache)
