@@ -219,3 +219,74 @@ def test_a_refused_page_keeps_the_last_good_file_and_is_reported(tmp_path, serve
 def test_bad_feed_rules_are_refused_with_the_key(tmp_path, feeds, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write_config(tmp_path / "config.toml", [], feeds=feeds))
+
+
+def test_every_link_of_the_published_index_resolves_to_a_published_file(tmp_path, server):
+    from urllib.parse import urljoin, urlsplit
+
+    import lxml.html
+
+    server.add("/m.xml", rss("m", [(1, "one", "body one")]))
+    server.add("/d.xml", rss("d", [(3, "three", "body three")]))
+    path = write_config(tmp_path / "config.toml", sources(server), base_url=BASE)
+    path.write_text(path.read_text(encoding="utf-8") + '\n[[feeds]]\nname = "picked"\nsources = ["Dev Blog"]\n',
+                    encoding="utf-8")
+    cfg = load_config(path)
+    with Pipeline(cfg) as p:
+        p.poll()
+    page = lxml.html.fromstring((cfg.output_dir / "index.html").read_bytes())
+    hrefs = [a.get("href") for a in page.iter("a") if a.get("href") and not a.get("href").startswith("#")]
+    alternates = [link.get("href") for link in page.iter("link") if link.get("rel") == "alternate"]
+    # 7 feeds (all, 2 categories, 2 sources, 1 channel, 1 custom) x 3 formats, and the OPML
+    assert len(set(hrefs)) == 7 * 3 + 1 and len(alternates) == 7 * 3 + 1
+    for href in hrefs + alternates:
+        url = urljoin(BASE + "index.html", href)
+        assert url.startswith(BASE)
+        target = cfg.output_dir / unquote(urlsplit(url).path[len(urlsplit(BASE).path):])
+        assert target.is_file(), href
+
+
+def test_run_serve_serves_what_the_daemon_publishes_and_stops_on_sigterm(tmp_path, server):
+    import http.client
+    import signal
+    import time
+
+    server.add("/m.xml", rss("m", [(1, "one", "body one")]))
+    path = write_config(tmp_path / "config.toml", sources(server)[:1], base_url=BASE)
+    cfg = load_config(path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AGGREGATOR_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "--config", str(path), "run", "--serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            found = re.search(r"serving .* on http://127\.0\.0\.1:(\d+)/", line)
+            port = int(found.group(1)) if found else None
+        assert port, "the daemon did not say where it serves"
+        while time.monotonic() < deadline and not (cfg.output_dir / "all.rss.xml").is_file():
+            time.sleep(0.2)
+
+        def get(target: str, headers: dict | None = None):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", target, headers=headers or {})
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            return response, body
+
+        response, body = get("/all.rss.xml")
+        assert response.status == 200 and body == (cfg.output_dir / "all.rss.xml").read_bytes()
+        assert response.getheader("Content-Type") == "application/rss+xml; charset=utf-8"
+        again, empty = get("/all.rss.xml", {"If-None-Match": response.getheader("ETag")})
+        assert again.status == 304 and empty == b""
+        deadline = time.monotonic() + 30
+        while (health := get("/healthz")[0].status) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
