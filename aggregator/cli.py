@@ -35,12 +35,6 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # one line per poll is ours to write; the libraries' per-request lines only with -vv
-    for noisy in ("httpx", "httpcore", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,9 +43,11 @@ def _setup_logging(verbose: int) -> None:
     help="Config file [default: ./config.toml, or $AGGREGATOR_CONFIG].",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="AGGREGATOR_LOG_FORMAT",
+              show_default=True, help="Log lines on stderr: text (journald-aware) or one JSON object per line.")
 @click.version_option(__version__, prog_name="aggregator")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
+def cli(ctx: click.Context, config_file: str | None, verbose: int, log_format: str) -> None:
     """Poll feeds, write Hexo-style articles, republish them as RSS, Atom and JSON Feed.
 
     \b
@@ -60,7 +56,9 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
       aggregator poll
       aggregator run
     """
-    _setup_logging(verbose)
+    from .logs import setup
+
+    setup(verbose, log_format)
     ctx.obj = config_path(config_file)
 
 
@@ -128,7 +126,18 @@ def add_source(ctx, url, name, category, channel, interval, no_check):
         else:
             click.echo(f"Stored {result.new} new article{'s' if result.new != 1 else ''} ({result.duplicates} already known); "
                        f"the next poll sends a conditional request.")
-    click.echo("A running daemon picks it up on restart (systemctl restart aggregator); or now: aggregator poll " + _quote(name))
+    _tell_daemon(load_config(path), f"aggregator poll {_quote(name)}")
+
+
+def _tell_daemon(config, poll_hint: str) -> None:
+    """After an edit of config.toml: ask a daemon running on this data_dir to reload."""
+    from .daemon import signal_reload
+
+    pid = signal_reload(config.data_dir)
+    if pid:
+        click.echo(f"The running daemon (pid {pid}) reloads its config now.")
+    else:
+        click.echo(f"No daemon runs on {config.data_dir}; start one (aggregator run), or poll now: {poll_hint}")
 
 
 def _quote(s: str) -> str:
@@ -160,6 +169,11 @@ def remove_source(ctx, name, purge):
 
         gone = purge_source(load_config(config.path), name)
         click.echo(f"Purged {gone} article{'s' if gone != 1 else ''} and republished.")
+    from .daemon import signal_reload
+
+    pid = signal_reload(config.data_dir)
+    if pid:
+        click.echo(f"The running daemon (pid {pid}) reloads its config now and stops polling it.")
 
 
 @cli.command("list-sources")
@@ -226,6 +240,73 @@ def list_sources(ctx, as_json):
                       " (the last good version is still served):")
         for path, error, when in refused:
             console.print(f"  {escape(path)} ({to_iso(when) if when else '?'}): {escape(error)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts and monitoring).")
+@click.pass_context
+def status(ctx, as_json):
+    """Is the daemon running, when did it last poll, how are the sources and feeds.
+
+    Shows: the daemon (pid) or that none runs on this data_dir; the last poll cycle's
+    end and duration; sources by health state; articles in all and in the last 24 h;
+    published feed pages (and any refused by validation); the next source due.
+    Exit 0 whatever the state (use --json and check "daemon" in scripts).
+
+    \b
+    Example:
+      aggregator status --json | jq .daemon.running
+    """
+    from .daemon import running_pid
+    from .pipeline import utcnow
+    from .store import Store, to_iso
+
+    config = _config(ctx)
+    now = utcnow()
+    pid = running_pid(config.data_dir)
+    if config.db_path.is_file():
+        with Store(config.db_path) as store:
+            stats = store.stats(now)
+    else:
+        stats = None
+    configured = {s.name for s in config.sources}
+    known = {s.name: s for s in stats.sources} if stats else {}
+    by_state: dict[str, int] = {}
+    for name in configured:
+        state = known[name].state if name in known else "new"
+        by_state[state] = by_state.get(state, 0) + 1
+    due = sorted(((known[n].next_poll, n) for n in configured if n in known and known[n].next_poll), key=lambda x: x[0])
+    never = sorted(n for n in configured if n not in known or (known[n].state == "new"))
+    next_due = ({"source": never[0], "at": None} if never else
+                {"source": due[0][1], "at": to_iso(due[0][0])} if due else None)
+    data = {
+        "daemon": {"running": pid is not None, "pid": pid},
+        "last_cycle": {"at": to_iso(stats.last_cycle_at) if stats and stats.last_cycle_at else None,
+                       "seconds": stats.last_cycle_seconds if stats else None},
+        "sources": {"total": len(configured), **dict(sorted(by_state.items()))},
+        "articles": {"total": stats.articles_total if stats else 0, "last_24h": stats.articles_last_24h if stats else 0},
+        "feeds": {"pages": stats.published_pages if stats else 0,
+                  "last_publish": to_iso(stats.last_publish_at) if stats and stats.last_publish_at else None,
+                  "publish_seconds": stats.last_publish_seconds if stats else None,
+                  "refused": [{"page": p, "error": e} for p, e in (stats.publish_errors if stats else ())]},
+        "next_due": next_due,
+    }
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    daemon = f"running (pid {pid})" if pid else f"not running on {config.data_dir}"
+    cycle = data["last_cycle"]
+    states = ", ".join(f"{n} {k}" for k, n in data["sources"].items() if k != "total")
+    lines = [
+        f"daemon:      {daemon}",
+        f"last cycle:  {cycle['at'] or 'never'}" + (f" ({cycle['seconds']:.2f} s)" if cycle["seconds"] is not None else ""),
+        f"sources:     {len(configured)}" + (f" ({states})" if states else ""),
+        f"articles:    {data['articles']['total']} ({data['articles']['last_24h']} in the last 24 h)",
+        f"feeds:       {data['feeds']['pages']} pages published, last {data['feeds']['last_publish'] or 'never'}"
+        + (f"; {len(data['feeds']['refused'])} refused (see list-sources)" if data["feeds"]["refused"] else ""),
+        "next due:    " + (f"{next_due['source']} at {next_due['at'] or 'once the daemon starts'}" if next_due else "-"),
+    ]
+    click.echo("\n".join(lines))
 
 
 # -- work -----------------------------------------------------------------------------
@@ -334,7 +415,34 @@ def publish(ctx, all_posts, rebuild):
         result = pipeline.last_publish
     click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}"
                f" ({result.rendered} pages rendered, {result.kept} unchanged).")
-    for page, message in result.failed:
+    for _page, message in result.failed:
+        click.echo(f"not published: {message}", err=True)
+    if result.failed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.pass_context
+def rebuild(ctx):
+    """Re-render every post and every feed page from the database.
+
+    The database is the source of truth: files are written after it and can always be
+    rebuilt — after restoring a backup, deleting the output folder, or an upgrade that
+    changed the format. Files whose bytes would not change are left alone.
+
+    \b
+    Example:
+      aggregator rebuild
+    """
+    from .pipeline import Pipeline
+
+    config = _config(ctx)
+    with Pipeline(config) as pipeline:
+        written = pipeline.publish(posts="all", force=True)
+        result = pipeline.last_publish
+    click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}"
+               f" ({result.rendered} feed pages rendered).")
+    for _page, message in result.failed:
         click.echo(f"not published: {message}", err=True)
     if result.failed:
         ctx.exit(1)
@@ -383,6 +491,100 @@ def serve(ctx, host, port):
     config = _config(ctx)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     serve_forever(config, host=host, port=port)
+
+
+# -- sources as OPML ------------------------------------------------------------------
+
+
+@cli.command("import-opml")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--category", default=None, help="Category for the feeds outside any folder (folders name the others).")
+@click.option("--dry-run", is_flag=True, help="Show what would be added and skipped; write nothing.")
+@click.pass_context
+def import_opml(ctx, file, category, dry_run):
+    """Add the feeds of an OPML file (a Miniflux, FreshRSS or other reader export) as sources.
+
+    Every outline with an xmlUrl, at any depth, becomes a source: its top-level
+    folder is the category, a second folder level the channel, its title the
+    name (a name already taken by another URL gets " (2)"). Feeds outside any
+    folder take --category, and are skipped without it. Duplicates (the URL of
+    an existing source or of an earlier outline), non-http(s) URLs and outlines
+    that are not RSS/Atom/JSON feeds are skipped; each skip is listed with its
+    reason. Nothing is fetched: the new sources are appended to config.toml in
+    one write (comments kept), and a running daemon is told to reload and polls
+    them on its schedule. Exit 0 even with skips; 1 when FILE is not OPML.
+
+    \b
+    Example:
+      aggregator import-opml miniflux-export.opml --dry-run
+      aggregator import-opml feeds.opml --category 未分类
+    """
+    from .config import add_sources_to_file, config_from_dict
+    from .daemon import signal_reload
+    from .subscriptions import plan_import, read_opml_file
+
+    path: Path = ctx.obj
+    if category is not None and not category.strip():
+        raise click.BadParameter("must not be empty", param_hint="--category")
+    config = load_config(path) if path.exists() else config_from_dict({}, path)
+    plan = plan_import(read_opml_file(file), config.sources, category=category)
+    if plan.add and not dry_run:
+        add_sources_to_file(path, [s.as_table() for s in plan.add])
+    click.echo(f"{file}: {plan.found} feed outline{'s' if plan.found != 1 else ''}.")
+    if plan.add:
+        head = "Would add" if dry_run else "Added"
+        click.echo(f"{head} {len(plan.add)} source{'s' if len(plan.add) != 1 else ''} to {path}:")
+        for s in plan.add:
+            click.echo(f"  + {s.name}  [{s.category}{' / ' + s.channel if s.channel else ''}]  {s.url}")
+    else:
+        click.echo("No new source.")
+    if plan.skipped:
+        click.echo(f"Skipped {len(plan.skipped)}:")
+        for s in plan.skipped:
+            click.echo(f"  line {s.line}: {s.url or '-'}{f' ({s.name})' if s.name else ''}: {s.reason}")
+    if dry_run:
+        click.echo("Dry run: nothing written.")
+        return
+    if not plan.add:
+        return
+    click.echo("Nothing was fetched: the daemon polls each new source on its schedule.")
+    pid = signal_reload(config.data_dir)
+    if pid:
+        click.echo(f"The running daemon (pid {pid}) reloads its config and starts polling them.")
+    else:
+        click.echo(f"No daemon runs on {config.data_dir}: start or restart the daemon to poll them (aggregator run), "
+                   "or poll once now: aggregator poll")
+
+
+@cli.command("export-opml")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file (atomically) instead of stdout.")
+@click.pass_context
+def export_opml(ctx, output):
+    """Print every source as OPML 2.0: one folder per category, channels as nested folders.
+
+    Feed readers (Miniflux, FreshRSS, ...) import it with its categories, and
+    import-opml reads it back to the same names, URLs, categories and channels.
+    Intervals, headers and other per-source settings are not exported (headers
+    may hold secrets). Same sources, same bytes: there is no date in it.
+
+    \b
+    Example:
+      aggregator export-opml -o sources.opml
+    """
+    from .subscriptions import build_opml
+
+    config = _config(ctx)
+    data = build_opml(config.sources, title=f"{config.site_title} sources")
+    if output is None:
+        click.get_binary_stream("stdout").write(data)
+        return
+    from .publish.atomic import write_atomic
+
+    write_atomic(output, data)
+    categories = len({s.category for s in config.sources})
+    click.echo(f"Wrote {len(config.sources)} source{'s' if len(config.sources) != 1 else ''} in {categories} "
+               f"categor{'ies' if categories != 1 else 'y'} to {output}.")
 
 
 @cli.command()

@@ -502,6 +502,33 @@ def add_source_to_file(path: Path, source: dict[str, str]) -> None:
     _atomic_write_text(path, new_text)
 
 
+def add_sources_to_file(path: Path, sources: list[dict]) -> None:
+    """``add_source_to_file`` for a batch (``import-opml``): every table appended in one
+    validated, atomic write, so a daemon reloading meanwhile sees all of them or none,
+    and one bad table refuses the whole batch. An empty list writes nothing."""
+    import tomlkit
+
+    if not sources:
+        return
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    aot = tomlkit.aot()
+    for source in sources:
+        table = tomlkit.table()
+        for key in SOURCE_KEYS:
+            if source.get(key):
+                table.add(key, source[key])
+        aot.append(table)
+    doc = tomlkit.document()
+    doc.add("sources", aot)
+    sep = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
+    new_text = text + sep + tomlkit.dumps(doc)
+    try:
+        config_from_dict(tomllib.loads(new_text), path)  # refuse to write a config we could not load
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: cannot append {len(sources)} sources: {e}") from e
+    _atomic_write_text(path, new_text)
+
+
 def remove_source_from_file(path: Path, name: str) -> None:
     import tomlkit
 

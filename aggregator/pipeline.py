@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .config import Config
-from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError
+from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError, PublishError
 from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
 from .schedule import Outcome, describe, next_poll
 from .store import SourceState, Store, to_iso
@@ -83,6 +83,7 @@ class Pipeline:
         self.policy = config.poll_policy()
         self.publish_lock = threading.Lock()  # feedgen changes the process locale: one at a time
         self.last_publish = None  # SiteResult of the last publish, for the CLI's summary
+        self._retired: list = []  # fetchers replaced by a reload, closed with the pipeline
 
     # -- resources, created on first need (a warm 304 cycle never imports the parsers) --
 
@@ -112,9 +113,23 @@ class Pipeline:
                 proc.kill()
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config (SIGHUP): polls started from now on use it; polls in flight
+        finish with what they started with. The fetcher is rebuilt only when its limits
+        changed (the old one is closed with the pipeline)."""
+        old = self.config
+        self.config = config
+        self.policy = config.poll_policy()
+        if (config.fetch_limits(), config.host_concurrency, config.host_delay) != (
+                old.fetch_limits(), old.host_concurrency, old.host_delay) and self._fetcher is not None:
+            self._retired.append(self._fetcher)
+            self._fetcher = None
+
     def close(self) -> None:
-        if self._fetcher is not None:
-            self._fetcher.close()
+        for fetcher in [*self._retired, self._fetcher]:
+            if fetcher is not None:
+                fetcher.close()
+        self._retired.clear()
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -314,9 +329,15 @@ class Pipeline:
             near=self.config.near_duplicate_rule, max_edits_per_day=self.config.max_edits_per_day,
         )
         written = []
-        for article in applied.new + applied.updated + applied.merged:
-            if write_post(article, self.config.posts_dir):
-                written.append(article.post_name)
+        try:
+            for article in applied.new + applied.updated + applied.merged:
+                if write_post(article, self.config.posts_dir):
+                    written.append(article.post_name)
+        except PublishError as e:
+            # The articles are committed; their files are rebuilt from the database by the
+            # next publish that can write (``_catch_up``). The source itself did not fail.
+            log.error("source %s: articles stored, but post files not written: %s", src.name, e)
+            store.set_meta(publish_pending=1)
         hints = (processed.ttl_minutes, processed.update_period, processed.update_frequency)
         next_at = self._next(src, now, Outcome("ok", headers=fetched.headers, ttl_minutes=hints[0],
                                                update_period=hints[1], update_frequency=hints[2]))
@@ -351,20 +372,38 @@ class Pipeline:
 
     def publish(self, *, posts: str = "missing", force: bool = False) -> list[str]:
         """Rebuild the feeds; ``posts``: "missing" writes post files that are absent (cheap:
-        one stat each), "all" re-renders every post (after an upgrade changed the format),
-        "none" leaves them."""
+        one listing of the folder), "all" re-renders every post (after an upgrade changed the
+        format), "none" leaves them."""
         with Store(self.config.db_path) as store:
-            written = []
-            if posts != "none":
-                from .publish.posts import write_post
-
-                folder = self.config.posts_dir
-                existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-                written += [
-                    a.post_name for a in store.all_articles()
-                    if (posts == "all" or a.post_name not in existing) and write_post(a, folder)
-                ]
+            written = self._write_posts(store, every=posts == "all") if posts != "none" else []
             return written + self._publish(store, force=force)
+
+    def _write_posts(self, store: Store, *, every: bool = False) -> list[str]:
+        """Write the post file of every article that has none (all of them with ``every``),
+        from the database: after a crash between a commit and its files, or after the
+        output folder was unwritable. Raises PublishError when the folder still is."""
+        from .publish.posts import write_post
+
+        folder = self.config.posts_dir
+        existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        names = store.post_names()
+        todo = [i for i, name in names.items() if every or name not in existing]
+        written = []
+        for start in range(0, len(todo), 500):  # bodies loaded a batch at a time
+            for article in store.articles_by_id(todo[start:start + 500]):
+                if write_post(article, folder):
+                    written.append(article.post_name)
+        return written
+
+    def catch_up(self) -> list[str]:
+        """What the daemon runs at start and after a failed write: every missing post file,
+        then a publish (only pages whose signature changed are rendered). Leftover
+        temporary files of an interrupted write are removed."""
+        from .publish.atomic import remove_stale_temp_files
+
+        remove_stale_temp_files(self.config.output_dir)
+        with Store(self.config.db_path) as store:
+            return self._write_posts(store) + self._publish(store)
 
     def site(self):
         from .publish import Site
@@ -385,12 +424,20 @@ class Pipeline:
         out = self.config.output_dir
         if not (out / "index.opml").exists() or not (out / "index.html").exists():
             return True
-        return store.meta().get("publish_settings") != self._settings_hash()
+        meta = store.meta()
+        return meta.get("publish_pending") == "1" or meta.get("publish_settings") != self._settings_hash()
 
     def _publish(self, store: Store, *, force: bool = False) -> list[str]:
         from .publish import plan_site, publish_site
 
         started = time.monotonic()
+        posts_ok = True
+        if store.meta().get("publish_pending") == "1":
+            try:
+                self._write_posts(store)  # post files a failed write left missing
+            except PublishError as e:
+                log.error("post files still cannot be written: %s", e)
+                posts_ok = False
         site = self.site()
         plan = plan_site(
             store.article_refs(), self.config.sources, self.config.feeds, site=site,
@@ -402,8 +449,9 @@ class Pipeline:
                                   load=store.articles_by_id, force=force)
         now = self.clock()
         store.record_outputs(result.done, result.failed, result.gone, now)
+        pending = bool(result.failed) or not posts_ok
         store.set_meta(last_publish_at=to_iso(now), last_publish_seconds=round(time.monotonic() - started, 3),
-                       publish_settings=self._settings_hash())
+                       publish_settings=self._settings_hash(), publish_pending=1 if pending else 0)
         log.info("published: %d pages rendered, %d unchanged, %d files written, %d refused",
                  result.rendered, result.kept, len(result.written), len(result.failed))
         if self.config.websub_hub and result.changed_feeds:

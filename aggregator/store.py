@@ -696,6 +696,10 @@ class Store:
             ))
         return refs
 
+    def post_names(self) -> dict[int, str]:
+        """id -> post file name of every article (what ``publish`` checks the folder against)."""
+        return dict(self.db.execute("SELECT id, post_name FROM articles ORDER BY id").fetchall())
+
     def article_bodies(self, ids: Sequence[int]) -> dict[int, str]:
         """id -> cleaned body HTML (the text filters of [[feeds]] search it)."""
         out: dict[int, str] = {}

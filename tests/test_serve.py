@@ -1,4 +1,4 @@
-"""The HTTP server (aggregator/serve.py) over a real socket, serving real published output.
+"""The HTTP server (aggregator/serve/) over a real socket, serving real published output.
 
 The output comes from the real pipeline polling the demo feeds from a loopback
 ``FeedServer``; the server runs as a ``ServerThread`` on a free port; requests go through

@@ -28,7 +28,7 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         if path.stat().st_size != len(data):
             return False
         return path.read_bytes() == data
-    except FileNotFoundError:
+    except OSError:  # missing, or unreadable (a file where a folder should be...): the write says why
         return False
 
 
@@ -86,3 +86,29 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> bool:
     if durable:
         _fsync_dir(folder)
     return True
+
+
+#: a temporary file older than this is a leftover of an interrupted write (a crash, a
+#: kill -9); younger ones may belong to a publish running right now in another process
+STALE_TEMP_SECONDS = 600
+
+
+def remove_stale_temp_files(folder: Path, *, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete ``.<name>.*.tmp`` files that ``write_atomic`` left behind; returns how many.
+    Only files of that exact shape are touched."""
+    import re
+    import time
+
+    pattern = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # mkstemp(prefix=".<name>.", suffix=".tmp")
+    removed = 0
+    limit = time.time() - older_than
+    if not Path(folder).is_dir():
+        return 0
+    for path in Path(folder).rglob(".*.tmp"):
+        try:
+            if pattern.match(path.name) and path.is_file() and path.stat().st_mtime < limit:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
