@@ -126,18 +126,20 @@ def add_source(ctx, url, name, category, channel, interval, no_check):
         else:
             click.echo(f"Stored {result.new} new article{'s' if result.new != 1 else ''} ({result.duplicates} already known); "
                        f"the next poll sends a conditional request.")
-    _tell_daemon(load_config(path), f"aggregator poll {_quote(name)}")
+    _tell_daemon(load_config(path), then="starts polling it",
+                 otherwise=f"start one (aggregator run), or poll now: aggregator poll {_quote(name)}")
 
 
-def _tell_daemon(config, poll_hint: str) -> None:
-    """After an edit of config.toml: ask a daemon running on this data_dir to reload."""
+def _tell_daemon(config, *, then: str, otherwise: str | None) -> None:
+    """After an edit of config.toml: ask a daemon running on this data_dir to reload
+    (SIGHUP; found through its lock file) and say what happens next."""
     from .daemon import signal_reload
 
     pid = signal_reload(config.data_dir)
     if pid:
-        click.echo(f"The running daemon (pid {pid}) reloads its config now.")
-    else:
-        click.echo(f"No daemon runs on {config.data_dir}; start one (aggregator run), or poll now: {poll_hint}")
+        click.echo(f"The running daemon (pid {pid}) reloads its config now and {then}.")
+    elif otherwise:
+        click.echo(f"No daemon runs on {config.data_dir}; {otherwise}")
 
 
 def _quote(s: str) -> str:
@@ -169,11 +171,7 @@ def remove_source(ctx, name, purge):
 
         gone = purge_source(load_config(config.path), name)
         click.echo(f"Purged {gone} article{'s' if gone != 1 else ''} and republished.")
-    from .daemon import signal_reload
-
-    pid = signal_reload(config.data_dir)
-    if pid:
-        click.echo(f"The running daemon (pid {pid}) reloads its config now and stops polling it.")
+    _tell_daemon(config, then="stops polling it", otherwise=None)
 
 
 @cli.command("list-sources")
@@ -520,7 +518,6 @@ def import_opml(ctx, file, category, dry_run):
       aggregator import-opml feeds.opml --category 未分类
     """
     from .config import add_sources_to_file, config_from_dict
-    from .daemon import signal_reload
     from .subscriptions import plan_import, read_opml_file
 
     path: Path = ctx.obj
@@ -548,12 +545,8 @@ def import_opml(ctx, file, category, dry_run):
     if not plan.add:
         return
     click.echo("Nothing was fetched: the daemon polls each new source on its schedule.")
-    pid = signal_reload(config.data_dir)
-    if pid:
-        click.echo(f"The running daemon (pid {pid}) reloads its config and starts polling them.")
-    else:
-        click.echo(f"No daemon runs on {config.data_dir}: start or restart the daemon to poll them (aggregator run), "
-                   "or poll once now: aggregator poll")
+    _tell_daemon(config, then="starts polling them",
+                 otherwise="start one to poll them (aggregator run), or poll once now: aggregator poll")
 
 
 @cli.command("export-opml")

@@ -482,24 +482,7 @@ def add_source_to_file(path: Path, source: dict[str, str]) -> None:
     """Append one ``[[sources]]`` table after the file's last line, leaving every existing
     byte (comments, layout, order) as it was. The result is validated before it replaces
     the file, so a bad edit never lands."""
-    import tomlkit
-
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    table = tomlkit.table()
-    for key in SOURCE_KEYS:
-        if source.get(key):
-            table.add(key, source[key])
-    doc = tomlkit.document()
-    aot = tomlkit.aot()
-    aot.append(table)
-    doc.add("sources", aot)
-    sep = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
-    new_text = text + sep + tomlkit.dumps(doc)
-    try:
-        config_from_dict(tomllib.loads(new_text), path)  # refuse to write a config we could not load
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: cannot append a source: {e}") from e
-    _atomic_write_text(path, new_text)
+    add_sources_to_file(path, [source])
 
 
 def add_sources_to_file(path: Path, sources: list[dict]) -> None:
@@ -525,7 +508,8 @@ def add_sources_to_file(path: Path, sources: list[dict]) -> None:
     try:
         config_from_dict(tomllib.loads(new_text), path)  # refuse to write a config we could not load
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: cannot append {len(sources)} sources: {e}") from e
+        what = "a source" if len(sources) == 1 else f"{len(sources)} sources"
+        raise ConfigError(f"{path}: cannot append {what}: {e}") from e
     _atomic_write_text(path, new_text)
 
 

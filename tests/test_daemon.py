@@ -186,7 +186,7 @@ def test_one_daemon_per_database_and_cli_commands_beside_it(daemon_setup, server
 
         # add-source beside the daemon: written, stored, and the daemon told to reload
         added = cli(config, "add-source", server.url("/b.xml"), "--name", "B", "--category", "news")
-        assert f"The running daemon (pid {proc.pid}) reloads its config now." in added.stdout
+        assert f"The running daemon (pid {proc.pid}) reloads its config now and starts polling it." in added.stdout
         wait_until(lambda: "reload: source B added" in log.read_text(), what="the daemon to reload")
         # the other commands work next to it, on the same database
         for args in (("poll",), ("list-sources",), ("publish",), ("status",), ("explain", "https://a.example/1")):

@@ -384,7 +384,7 @@ def test_import_keeps_comments_appends_sources_and_says_who_polls_them(tmp_path)
     assert names == ["Lumen Weekly", "Gopher's Notes", "Rustacean Digest", "Lumen Weekly (2)", "晨报快讯"]
     assert "Added 4 sources" in p.stdout
     assert "line 9: https://lumen-weekly.example/feed.xml (Lumen Weekly): already the source 'Lumen Weekly'" in p.stdout
-    assert "Nothing was fetched" in p.stdout and "start or restart the daemon" in p.stdout
+    assert "Nothing was fetched" in p.stdout and "start one to poll them (aggregator run)" in p.stdout
     again = run(config, "import-opml", str(FIXTURES / "miniflux.opml"), check=0)
     assert config.read_text(encoding="utf-8") == text
     assert "No new source." in again.stdout and again.stdout.count("already the source") == 5
