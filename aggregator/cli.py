@@ -405,14 +405,19 @@ def publish(ctx, all_posts, rebuild):
       aggregator publish
       aggregator publish --rebuild --all-posts
     """
+    _publish(ctx, posts="all" if all_posts else "missing", force=rebuild)
+
+
+def _publish(ctx, *, posts: str, force: bool) -> None:
+    """``publish`` and ``rebuild``: run it, say what was written, exit 1 on a refusal."""
     from .pipeline import Pipeline
 
     config = _config(ctx)
     with Pipeline(config) as pipeline:
-        written = pipeline.publish(posts="all" if all_posts else "missing", force=rebuild)
+        written = pipeline.publish(posts=posts, force=force)
         result = pipeline.last_publish
     click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}"
-               f" ({result.rendered} pages rendered, {result.kept} unchanged).")
+               f" ({result.rendered} feed pages rendered, {result.kept} unchanged).")
     for _page, message in result.failed:
         click.echo(f"not published: {message}", err=True)
     if result.failed:
@@ -432,18 +437,7 @@ def rebuild(ctx):
     Example:
       aggregator rebuild
     """
-    from .pipeline import Pipeline
-
-    config = _config(ctx)
-    with Pipeline(config) as pipeline:
-        written = pipeline.publish(posts="all", force=True)
-        result = pipeline.last_publish
-    click.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written under {config.output_dir}"
-               f" ({result.rendered} feed pages rendered).")
-    for _page, message in result.failed:
-        click.echo(f"not published: {message}", err=True)
-    if result.failed:
-        ctx.exit(1)
+    _publish(ctx, posts="all", force=True)
 
 
 @cli.command()

@@ -300,12 +300,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
     names: set[str] = set()
     urls: set[str] = set()
     for i, s in enumerate(raw_sources):
-        where = f"sources[{i}]" + (f" ({s['name']})" if isinstance(s.get("name"), str) else "")
-        for key, value in s.items():
-            if key not in SOURCE_KEYS:
-                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(SOURCE_KEYS)})")
-            if not _check_type(value, SOURCE_KEYS[key][0]):
-                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(SOURCE_KEYS[key][0])}, not {value!r}")
+        where = _check_table(s, f"sources[{i}]", {k: v[0] for k, v in SOURCE_KEYS.items()}, path)
         for key, (_, required, _) in SOURCE_KEYS.items():
             if required and not str(s.get(key, "")).strip():
                 raise ConfigError(f"{path}: {where}: missing required key '{key}'")
@@ -547,17 +542,25 @@ def set_source_url_in_file(path: Path, name: str, url: str) -> None:
     _atomic_write_text(path, new_text)
 
 
+def _check_table(table: dict, where: str, keys: dict[str, type | tuple[type, ...]], path: Path) -> str:
+    """Unknown keys and wrong types of one [[sources]] / [[feeds]] table are errors naming
+    the table; returns how messages name it (``sources[2] (财联社)``)."""
+    if isinstance(table.get("name"), str):
+        where += f" ({table['name']})"
+    for key, value in table.items():
+        if key not in keys:
+            raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(keys)})")
+        if not _check_type(value, keys[key]):
+            raise ConfigError(f"{path}: {where}.{key} must be {_type_name(keys[key])}, not {value!r}")
+    return where
+
+
 def _feed_rules(raw, path: Path) -> tuple[FeedRule, ...]:
     if not isinstance(raw, list) or not all(isinstance(f, dict) for f in raw):
         raise ConfigError(f"{path}: 'feeds' must be an array of tables ([[feeds]])")
     rules: list[FeedRule] = []
     for i, f in enumerate(raw):
-        where = f"feeds[{i}]" + (f" ({f['name']})" if isinstance(f.get("name"), str) else "")
-        for key, value in f.items():
-            if key not in FEED_KEYS:
-                raise ConfigError(f"{path}: {where}: unknown key '{key}' (known keys: {', '.join(FEED_KEYS)})")
-            if not _check_type(value, FEED_KEYS[key][0]):
-                raise ConfigError(f"{path}: {where}.{key} must be {_type_name(FEED_KEYS[key][0])}, not {value!r}")
+        where = _check_table(f, f"feeds[{i}]", {k: v[0] for k, v in FEED_KEYS.items()}, path)
         name = f.get("name", "")
         if not _FEED_NAME.fullmatch(name):
             raise ConfigError(f"{path}: {where}.name must be 1-64 letters, digits, '-' or '_' (it names files), not {name!r}")
