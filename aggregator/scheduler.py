@@ -42,11 +42,56 @@ from .schedule import describe
 log = logging.getLogger("aggregator.daemon")
 
 START_STAGGER = 5.0  # seconds over which the first polls are spread
+STOP_GRACE = 25.0  # seconds a stop waits beyond the fetch deadline for parse, store, publish
 
 
-def _poll_job(scheduler, pipeline: Pipeline, name: str, on_done=None) -> None:
+class InFlight:
+    """Counts the polls running, so that a stop can wait for them *before* shutting the
+    scheduler down: APScheduler's ``shutdown(wait=True)`` holds its job-store lock while
+    it waits, and a finishing poll needs that lock to move its job (``modify_job``) — a
+    deadlock that kept a SIGTERM'd daemon alive until systemd's SIGKILL."""
+
+    def __init__(self, on_done=None):
+        self._cond = threading.Condition()
+        self._count = 0
+        self._stopping = False
+        self._on_done = on_done
+
+    def start(self) -> bool:
+        """False once stopping: a poll queued before the stop does not start."""
+        with self._cond:
+            if self._stopping:
+                return False
+            self._count += 1
+            return True
+
+    def done(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+        if self._on_done is not None:
+            self._on_done()
+
+    def stop_and_wait(self, timeout: float) -> bool:
+        """No new polls; wait for the running ones. False when some were still running."""
+        with self._cond:
+            self._stopping = True
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+def _poll_job(scheduler, pipeline: Pipeline, name: str, inflight: InFlight | None = None) -> None:
     """Poll one source if it is due, then move its job to the next poll time that the
     pipeline stored (interval, cache hints, backoff, Retry-After — see ``schedule``)."""
+    if inflight is not None and not inflight.start():
+        return
+    try:
+        _poll_and_reschedule(scheduler, pipeline, name)
+    finally:
+        if inflight is not None:
+            inflight.done()
+
+
+def _poll_and_reschedule(scheduler, pipeline: Pipeline, name: str) -> None:
     if pipeline.config.source(name) is None:  # removed by a reload while queued
         _remove(scheduler, name)
         return
@@ -55,9 +100,6 @@ def _poll_job(scheduler, pipeline: Pipeline, name: str, on_done=None) -> None:
     except Exception:  # the daemon stays up; a bug is logged with its traceback, not hidden
         log.exception("poll %s: unexpected error", name, extra={"source": name})
         return
-    finally:
-        if on_done is not None:
-            on_done()
     for r in cycle.results:
         if r.gone:
             log.warning("poll %s: gone (HTTP 410); no longer polled", r.source, extra={"source": r.source})
@@ -104,7 +146,7 @@ def _remove(scheduler, name: str) -> None:
         pass
 
 
-def _add_job(scheduler, pipeline: Pipeline, source, first: datetime, on_done=None) -> None:
+def _add_job(scheduler, pipeline: Pipeline, source, first: datetime, inflight: InFlight | None = None) -> None:
     from apscheduler.triggers.interval import IntervalTrigger
 
     scheduler.add_job(
@@ -112,7 +154,7 @@ def _add_job(scheduler, pipeline: Pipeline, source, first: datetime, on_done=Non
         # The trigger is the fallback cadence; after every run the job is moved to the
         # next poll time the pipeline decided and stored.
         IntervalTrigger(seconds=source.interval),
-        args=(scheduler, pipeline, source.name, on_done),
+        args=(scheduler, pipeline, source.name, inflight),
         id=_job_id(source.name),
         name=f"poll {source.name}",
         next_run_time=first,
@@ -136,7 +178,7 @@ def _first_poll(source, state, start: datetime) -> datetime | None:
     return first
 
 
-def build_scheduler(config: Config, pipeline: Pipeline, on_done=None):
+def build_scheduler(config: Config, pipeline: Pipeline, inflight: InFlight | None = None):
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -154,7 +196,7 @@ def build_scheduler(config: Config, pipeline: Pipeline, on_done=None):
         if first is None:
             log.info("source %s is gone (HTTP 410); not scheduled", source.name, extra={"source": source.name})
             continue
-        _add_job(scheduler, pipeline, source, first, on_done)
+        _add_job(scheduler, pipeline, source, first, inflight)
     return scheduler
 
 
@@ -235,7 +277,8 @@ class Daemon:
                 server = ServerThread(config, host=self.serve[0], port=self.serve[1])
                 server.start()
                 log.info("serving %s on http://%s:%d/", config.output_dir, self.serve[0], server.port)
-            scheduler = build_scheduler(config, pipeline, self._polled)
+            self.inflight = InFlight(self._polled)
+            scheduler = build_scheduler(config, pipeline, self.inflight)
             self.scheduler = scheduler
             scheduler.start()
             log.info("aggregator running: %d sources, output in %s", len(config.sources), config.output_dir)
@@ -246,7 +289,11 @@ class Daemon:
                 self._loop(scheduler)
             finally:
                 self.notifier.stopping()
-                scheduler.shutdown(wait=True)
+                scheduler.pause()
+                # each poll is bounded by the fetch deadline, then parse, store and publish
+                if not self.inflight.stop_and_wait(self.config.timeout + STOP_GRACE):
+                    log.warning("stopping with polls still running; their sources are polled again next time")
+                scheduler.shutdown(wait=False)
                 if server is not None:
                     server.stop()
 
@@ -313,7 +360,7 @@ class Daemon:
             first = _first_poll(source, states.get(name), start)
             if first is None:
                 continue
-            _add_job(self.scheduler, self.pipeline, source, first, self._polled)
+            _add_job(self.scheduler, self.pipeline, source, first, self.inflight)
             log.info("reload: source %s %s", name, "changed" if name in before else "added", extra={"source": name})
         log.info("reload: %d sources", len(new.sources))
         self.notifier.ready(self._status())

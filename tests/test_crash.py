@@ -1,35 +1,47 @@
 """Crash safety (issue 7): SIGKILL the real daemon at random moments while a loopback
-server keeps adding items, restart it every time, and then prove that nothing was lost and
-nothing duplicated — database intact, every item the server ever served stored exactly once,
-post files and feeds exactly what the database renders.
+server keeps adding and editing items, restart it every time, and then prove that nothing
+was lost and nothing duplicated: the database intact, every item the server ever served
+stored exactly once (with its latest text), and post files and feeds exactly what the
+database renders.
 
     AGGREGATOR_CRASH_KILLS=100 AGGREGATOR_CRASH_SEED=7 pytest tests/test_crash.py -s
 
-How the kills are placed. Waiting a random time alone mostly lands while the daemon sleeps
-between polls, so a third of the kills wait instead for the server to answer a poll with
-a body (a 200: the daemon's stored ETag no longer matches, so it will parse, store, write
-post files, record the poll and publish) and strike a few milliseconds later, and some
-strike right after a poll's completion line appears in the log (the publish of another
-source may be running). Which window a kill hit is measured from outside, not guessed:
-before each restart the database (read-only) is compared with the folder — articles whose
-post file is missing, feeds listing fewer items than the database holds — and the server's
-answers are compared with the polls the log says completed.
+How the kills are placed. A random wait alone mostly lands while the daemon sleeps
+between polls, so 40 % of the kills wait for the server to answer a poll with a body (a
+200: the daemon's stored ETag no longer matches, so it will parse, store, write post
+files, record the poll and publish) and strike 0-120 ms later; 20 % strike as soon as a
+poll's completion line is in the log (other polls and publishes may be running); 40 % at a
+random 0.3-3.5 s after start (start-up and its catch-up included). The whole process group
+is killed (the forkserver and parse workers too) and no process of it may survive. Which
+window a kill hit is measured from outside, not guessed: after each kill the database
+(read-only) is compared with the folder (articles without their post file, ``all`` listing
+fewer items than the database holds, temporary files left), and the server's answers with
+the polls the log says completed.
 
 What "served" means: every (source, guid) in any 200 response body, recorded *before* the
 body is written, so an item counts even when the daemon died while reading it. Feeds only
-grow, so such an item is in every later response, and the final run (no more items added,
-every source polled again) must store it.
+grow and an item keeps its guid when edited, so such an item is in every later response,
+and the last life (no more changes, every source polled again, then SIGTERM and exit 0)
+must have stored it, in its last version.
 
-Not used here: ``near_duplicates`` (off, so counts are exact: every item is distinct by guid,
-link, title and text anyway) and retention (forever).
+Edits exercise the update path: the article is changed in the database first, its post
+file after, so a kill in between must not leave the old text on disk for good. ``publish
+--rebuild`` (every feed page) and ``rebuild`` (every post too) at the end must find nothing
+to write. A daemon that does not stop on SIGTERM is sent SIGABRT first: with
+``PYTHONFAULTHANDLER`` set it writes every thread's stack to its log, whose tail is in the
+failure message.
+
+Not used here: ``near_duplicates`` (off, so counts are exact: every item is distinct by
+guid, link, title and text anyway) and retention (forever).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import email.utils
 import hashlib
-import io
 import math
 import os
 import random
@@ -46,11 +58,10 @@ from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-import feedparser
 import frontmatter
 
 from tests.conftest import write_config
-from tests.helpers import feed_files
+from tests.helpers import feed_files, mtimes, parse_output_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "https://feeds.example.org/"
@@ -58,11 +69,14 @@ KILLS = int(os.environ.get("AGGREGATOR_CRASH_KILLS", "25"))
 SEED = int(os.environ.get("AGGREGATOR_CRASH_SEED", "20261124"))
 SOURCES = 30
 CATEGORIES = 3
-ADD_EVERY = (0.1, 0.3)  # seconds between two new items (one random source each)
+ADD_EVERY = (0.1, 0.3)  # seconds between two changes: a new item (one random source each) or an edit
+EDIT_SHARE = 0.15  # of the changes, edits of an existing item's text
+MAX_EDITS = 3  # per item (max_edits_per_day is 5: every edit must be applied)
 TIMED_KILL = (0.3, 3.5)  # seconds after start, for the kills that do not wait for an event
 AFTER_ANSWER = (0.0, 0.12)  # seconds after a 200 answer: inside the parse/store/publish window
 EVENT_WAIT = 12.0  # a source is due at least every interval + 10 % jitter (10 s)
-FINAL_WAIT = 90.0  # the last run: every source polled once more (first polls within ~11 s)
+FINAL_WAIT = 90.0  # the last life: every source polled once more (first polls within ~11 s)
+STOP_WAIT = 60.0  # SIGTERM to exit: polls in flight finish (each well under a second here)
 
 WORDS = (
     "harbour", "lantern", "meadow", "quarry", "saffron", "tundra", "velvet", "walnut", "zephyr", "amber", "basalt",
@@ -86,6 +100,7 @@ class Item:
     title: str
     text: str
     date: str  # RFC 822
+    revision: int = 0  # how often upstream edited the text (the guid, link and title stay)
 
 
 @dataclass(frozen=True)
@@ -97,9 +112,10 @@ class Answer:
 
 class GrowingFeeds:
     """``SOURCES`` RSS feeds at ``/feed/<k>.xml`` on a ``FeedServer``; their item lists only
-    grow (``add_one``). Each response carries an ETag of its body and honours If-None-Match,
-    so the daemon's 304 path is exercised too. ``served`` holds every (source, guid) that a
-    200 response carried; ``answers`` every response, for counting polls in flight."""
+    grow (``add_one``), and an item's text may be edited in place (``edit_one``). Each
+    response carries an ETag of its body and honours If-None-Match, so the daemon's 304 path
+    is exercised too. ``by_key`` holds the latest version of every item, ``served`` every
+    (source, guid) a 200 response carried, ``answers`` every response (polls in flight)."""
 
     def __init__(self, server, rng: random.Random):
         self.rng = rng
@@ -130,6 +146,27 @@ class GrowingFeeds:
             self.items[source].append(item)
             self.by_key[(source, item.guid)] = item
             return item
+
+    def edit_one(self) -> Item | None:
+        """Upstream edits an item's text (same guid): the daemon must update the article and
+        its post file. At most ``MAX_EDITS`` per item, below the daemon's per-day edit cap."""
+        with self.lock:
+            editable = sorted(k for k, i in self.by_key.items() if i.revision < MAX_EDITS)
+            if not editable:
+                return None
+            old = self.by_key[self.rng.choice(editable)]
+            words = self.rng.sample(WORDS, 6)
+            item = dataclasses.replace(
+                old, revision=old.revision + 1,
+                text=f"{old.text.split(' Revised', 1)[0]} Revised {old.revision + 1}: {' '.join(words)}.")
+            listed = self.items[old.source]
+            listed[listed.index(old)] = item
+            self.by_key[(old.source, old.guid)] = item
+            return item
+
+    def edits(self) -> int:
+        with self.lock:
+            return sum(i.revision for i in self.by_key.values())
 
     def _answer(self, source: str, handler) -> None:
         with self.lock:
@@ -180,8 +217,8 @@ def _rss(source: str, items: list[Item]) -> bytes:
 
 
 def _env() -> dict[str, str]:
-    # PYTHONFAULTHANDLER: a daemon that hangs is sent SIGABRT, which then dumps every
-    # thread's stack into its log (see ``_dump_and_kill``).
+    # PYTHONFAULTHANDLER: a daemon that hangs is sent SIGABRT, which then writes every
+    # thread's stack into its log (see ``dump_and_kill``).
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     for key in ("AGGREGATOR_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
                 "AGGREGATOR_LOG_FORMAT"):
@@ -190,75 +227,74 @@ def _env() -> dict[str, str]:
 
 
 @dataclass
-class Run:
-    """One life of the daemon: its process (leader of its own group), its log, when it started."""
+class Life:
+    """One life of the daemon: its process (leader of its own group), its log, its start."""
 
     proc: subprocess.Popen
     log: Path
     started: float  # time.monotonic()
-    started_wall: float  # time.time()
-    mode: str = ""
-    polls: int = 0  # poll completion lines in the log
-    failed: int = 0
-    published: int = 0
-    answers: int = 0  # responses the server gave this run
+    polls: int = 0  # poll completion lines in its log
+    answers: int = 0  # responses the server gave during it
 
     def text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
-def start(config: Path, folder: Path, number: int) -> Run:
+
+def start_life(config: Path, folder: Path, number: int) -> Life:
     log = folder / f"daemon-{number:03d}.log"
-    started, started_wall = time.monotonic(), time.time()
+    started = time.monotonic()
     with log.open("w") as err, (folder / f"daemon-{number:03d}.out").open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "aggregator", "--config", str(config), "run"],
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=_env(),
                                 start_new_session=True)  # its own group: the forkserver and workers die with it
-    return Run(proc, log, started, started_wall)
+    return Life(proc, log, started)
 
 
 def live_members(pgid: int) -> list[str]:
-    """Processes of group ``pgid`` that are still alive (zombies waiting for a reaper do not
-    count: they hold no file, lock or socket)."""
+    """Processes of group ``pgid`` still alive (zombies waiting for a reaper do not count:
+    they hold no file, lock or socket)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
-        head, _, rest = text.rpartition(")")
+        head, _, rest = text.rpartition(")")  # "pid (comm" — comm may hold spaces and parentheses
         fields = rest.split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(f"{head.split(' (', 1)[0]} ({head.split(' (', 1)[-1]}) state {fields[0]}")
+            found.append(f"{head}) state {fields[0]}")
     return found
 
 
-def kill_group(run: Run) -> None:
+def kill_group(life: Life) -> None:
     """SIGKILL to the whole group: the daemon, its forkserver and its parse workers."""
     try:
-        os.killpg(run.proc.pid, signal.SIGKILL)
+        os.killpg(life.proc.pid, signal.SIGKILL)
     except ProcessLookupError:  # the whole group is gone already
         pass
-    run.proc.wait(timeout=30)
-    _no_survivors(run)
+    life.proc.wait(timeout=30)
+    no_survivors(life)
 
 
-def _dump_and_kill(run: Run) -> None:
-    """A hung daemon: SIGABRT makes the fault handler write every thread's stack to the
-    log (the tail then shows where it hangs); then the group is killed."""
+def dump_and_kill(life: Life) -> None:
+    """A hung daemon: SIGABRT makes the fault handler write every thread's stack to the log
+    (its tail then shows where it hangs); then the group is killed."""
     try:
-        os.kill(run.proc.pid, signal.SIGABRT)
-        run.proc.wait(timeout=10)
+        os.kill(life.proc.pid, signal.SIGABRT)
+        life.proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
-    kill_group(run)
+    kill_group(life)
 
 
-def _no_survivors(run: Run) -> None:
-    if not Path("/proc/self/stat").exists():
+def no_survivors(life: Life) -> None:
+    if not Path("/proc/self/stat").exists():  # no procfs: the group cannot be listed
         return
     deadline = time.monotonic() + 10
-    while (left := live_members(run.proc.pid)) and time.monotonic() < deadline:
+    while (left := live_members(life.proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"processes of the daemon's group outlived it: {left}"
 
@@ -271,218 +307,232 @@ def tail(path: Path, lines: int = 80) -> str:
     return "\n".join(text[-lines:])
 
 
-# --- what the folder says about the database, between two lives ----------------------------
+def open_ro(db: Path) -> contextlib.closing[sqlite3.Connection]:
+    """Read-only, so that looking never repairs anything the next start must repair."""
+    return contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30))
 
 
-def open_ro(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-
-
-def feed_item_count(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"<item>")
-    except FileNotFoundError:
-        return -1
+# --- the scenario --------------------------------------------------------------------------
 
 
 @dataclass
 class Tally:
     kills: int = 0
     modes: collections.Counter = field(default_factory=collections.Counter)
-    polls: int = 0  # completed (log lines), all runs
+    polls: int = 0  # completed (log lines), all lives
     failed_polls: int = 0
-    published: int = 0
-    answered_200: int = 0
+    publishes: int = 0
+    bodies: int = 0  # 200 answers
     in_flight: int = 0  # kills with a poll answered by the server and not completed
     posts_behind: int = 0  # kills after which the database had articles without their post file
     feeds_behind: int = 0  # kills after which all.rss.xml listed fewer items than the database held
-    temp_left: int = 0  # kills that left a temporary file behind
-    catch_up_files: int = 0  # files the next start wrote from the database
-    errors: list[str] = field(default_factory=list)  # ERROR lines of any run
+    temp_left: int = 0  # kills that left a new temporary file behind
+    catch_up_files: int = 0  # files the starts wrote from the database
+    errors: list[str] = field(default_factory=list)  # ERROR lines and tracebacks of any life
 
     def line(self) -> str:
         modes = ", ".join(f"{n} {m}" for m, n in sorted(self.modes.items()))
         return (f"{self.kills} kills survived ({modes}); {self.in_flight} with a poll in flight, "
                 f"{self.posts_behind} with post files behind the database, {self.feeds_behind} with feeds behind it, "
                 f"{self.temp_left} leaving temp files; {self.polls} polls completed ({self.failed_polls} failed), "
-                f"{self.published} publishes, {self.answered_200} bodies served; "
-                f"catch-up wrote {self.catch_up_files} files at restarts")
+                f"{self.publishes} publishes, {self.bodies} bodies served; "
+                f"catch-up wrote {self.catch_up_files} files at starts; {len(self.errors)} errors logged")
 
 
-def account(run: Run, tally: Tally, feeds: GrowingFeeds) -> None:
-    """Count what this life did from its log and the server's answers."""
-    text = run.text()
-    completions = POLL_LINE.findall(text)
-    run.polls = len(completions)
-    run.failed = sum(1 for line in text.splitlines() if re.search(r"poll \S+: failed", line))
-    run.published = len(re.findall(r"published: \d+ pages rendered", text))
-    answers = feeds.answers_since(run.started)
-    run.answers = len(answers)
-    tally.polls += run.polls
-    tally.failed_polls += run.failed
-    tally.published += run.published
-    tally.answered_200 += sum(1 for a in answers if a.status == 200)
-    tally.catch_up_files += sum(int(n) for n in re.findall(r"catch-up: (\d+) files written", text))
-    tally.errors += [line for line in text.splitlines() if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line]
+class Scenario:
+    """The daemon's lives against ``GrowingFeeds``: ``kill_loop`` (changes keep coming, every
+    life ends with SIGKILL), then ``last_life`` (no more changes, a clean stop)."""
 
+    def __init__(self, tmp_path: Path, server, rng: random.Random):
+        self.rng = rng
+        self.feeds = GrowingFeeds(server, random.Random(rng.getrandbits(64)))
+        sources = [{"name": _sname(k), "url": server.url(f"/feed/{k}.xml"), "category": f"topic{k % CATEGORIES}",
+                    "interval": "10s"} for k in range(SOURCES)]
+        self.config = write_config(tmp_path / "config.toml", sources, base_url=BASE, items_per_feed=1000,
+                                   near_duplicates=False)
+        self.db, self.out = tmp_path / "data" / "aggregator.db", tmp_path / "out"
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        self.tally = Tally()
+        self.life: Life | None = None
+        self._temps: set[Path] = set()
+        self._stop_changes = threading.Event()
+        self._changer = threading.Thread(target=self._keep_changing, args=(random.Random(rng.getrandbits(64)),),
+                                         name="crash-changes", daemon=True)
+        for _ in range(SOURCES):  # most feeds start with an item
+            self.feeds.add_one()
 
-def inspect_after_kill(run: Run, tally: Tally, data: Path, out: Path, temps_before: set[Path]) -> set[Path]:
-    """Which crash window the kill hit, read from the database (read-only) and the folder."""
-    if run.answers > run.polls:
-        tally.in_flight += 1
-    db = data / "aggregator.db"
-    if db.exists():
-        with open_ro(db) as conn:
-            try:
-                names = [r[0] for r in conn.execute("SELECT post_name FROM articles")]
-            except sqlite3.OperationalError:  # killed before the schema was committed
-                names = []
-        posts = out / "posts"
-        if any(not (posts / n).exists() for n in names):
-            tally.posts_behind += 1
-        if names and feed_item_count(out / "all.rss.xml") < len(names):
-            tally.feeds_behind += 1
-    temps = set(out.rglob(".*.tmp")) if out.is_dir() else set()
-    if temps - temps_before:
-        tally.temp_left += 1
-    return temps
+    def context(self) -> str:
+        """For failure messages: the figures so far and the tail of the last life's log."""
+        errors = f"\nerrors: {self.tally.errors[:5]}" if self.tally.errors else ""
+        last = f"\n--- tail of {self.life.log.name} ---\n{tail(self.life.log)}" if self.life is not None else ""
+        return (f"seed {SEED}: {self.tally.line()}; {len(self.feeds.served)} items served, "
+                f"{self.feeds.edits()} edits{errors}{last}")
+
+    def _keep_changing(self, rng: random.Random) -> None:
+        while not self._stop_changes.wait(rng.uniform(*ADD_EVERY)):
+            if rng.random() >= EDIT_SHARE or self.feeds.edit_one() is None:
+                self.feeds.add_one()
+
+    # -- lives ----------------------------------------------------------------------------
+
+    def kill_loop(self, kills: int) -> None:
+        self._changer.start()
+        try:
+            for number in range(kills):
+                self.life = life = start_life(self.config, self.logs, number)
+                mode = self.rng.choices(["timed", "after-answer", "after-poll"], weights=[4, 4, 2])[0]
+                if mode == "timed":
+                    self._sleep_alive(self.rng.uniform(*TIMED_KILL))
+                elif mode == "after-answer":
+                    if self.feeds.wait_answer(life.started, 200, EVENT_WAIT):
+                        time.sleep(self.rng.uniform(*AFTER_ANSWER))
+                    else:
+                        mode = "timed"  # no body was served within the wait
+                elif not self._wait_log(POLL_LINE, EVENT_WAIT):
+                    mode = "timed"
+                self._assert_alive()
+                kill_group(life)
+                self.tally.kills += 1
+                self.tally.modes[mode] += 1
+                self._account(life)
+                self._inspect_after_kill(life)
+        finally:
+            self._stop_changes.set()
+            self._changer.join(timeout=10)
+            if self.life is not None and self.life.alive():
+                kill_group(self.life)
+
+    def last_life(self) -> float:
+        """No more changes: start once more, wait until every source was polled after the
+        start (so after the last change), SIGTERM, expect exit 0. Returns the start time."""
+        started = time.time()
+        self.life = life = start_life(self.config, self.logs, self.tally.kills)
+        due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(started)))  # seconds, as stored
+        deadline = time.monotonic() + FINAL_WAIT
+        while lagging := self._not_polled_since(due):
+            self._assert_alive()
+            assert time.monotonic() < deadline, (
+                f"sources not polled within {FINAL_WAIT} s of the last start: {lagging}; {self.context()}")
+            time.sleep(0.2)
+        life.proc.send_signal(signal.SIGTERM)
+        try:
+            code = life.proc.wait(timeout=STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            dump_and_kill(life)
+            raise AssertionError(f"SIGTERM did not stop the daemon within {STOP_WAIT} s: {self.context()}") from None
+        no_survivors(life)
+        self._account(life)
+        assert code == 0, f"exit code {code} after SIGTERM: {self.context()}"
+        return started
+
+    # -- watching -------------------------------------------------------------------------
+
+    def _assert_alive(self) -> None:
+        assert self.life is not None
+        assert self.life.alive(), f"the daemon exited by itself (code {self.life.proc.returncode}): {self.context()}"
+
+    def _sleep_alive(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._assert_alive()
+            time.sleep(min(left, 0.02))
+
+    def _wait_log(self, pattern: re.Pattern, timeout: float) -> bool:
+        assert self.life is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._assert_alive()
+            if pattern.search(self.life.text()):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _not_polled_since(self, due: str) -> list[str]:
+        """Sources whose last successful poll is older than ``due`` (ISO, the database's form)."""
+        if not self.db.exists():
+            return ["(no database yet)"]
+        try:
+            with open_ro(self.db) as conn:
+                done = {r[0] for r in conn.execute("SELECT name FROM sources WHERE last_success >= ?", [due])}
+        except sqlite3.OperationalError as e:
+            return [f"(database not readable yet: {e})"]
+        return [_sname(k) for k in range(SOURCES) if _sname(k) not in done]
+
+    def _account(self, life: Life) -> None:
+        """Count what a life did, from its log and the server's answers."""
+        text = life.text()
+        answers = self.feeds.answers_since(life.started)
+        life.polls = len(POLL_LINE.findall(text))
+        life.answers = len(answers)
+        t = self.tally
+        t.polls += life.polls
+        t.failed_polls += len(re.findall(r"poll \S+: failed", text))
+        t.publishes += len(re.findall(r"published: \d+ pages rendered", text))
+        t.bodies += sum(1 for a in answers if a.status == 200)
+        t.catch_up_files += sum(int(n) for n in re.findall(r"catch-up: (\d+) files written", text))
+        t.errors += [line for line in text.splitlines() if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line]
+
+    def _inspect_after_kill(self, life: Life) -> None:
+        """Which crash window the kill hit, read from the database (read-only) and the folder."""
+        if life.answers > life.polls:
+            self.tally.in_flight += 1
+        names: list[str] = []
+        if self.db.exists():
+            with open_ro(self.db) as conn:
+                try:
+                    names = [r[0] for r in conn.execute("SELECT post_name FROM articles")]
+                except sqlite3.OperationalError:  # killed before the schema was committed
+                    pass
+        if any(not (self.out / "posts" / n).exists() for n in names):
+            self.tally.posts_behind += 1
+        try:
+            listed = (self.out / "all.rss.xml").read_bytes().count(b"<item>")
+        except FileNotFoundError:
+            listed = 0
+        if listed < len(names):
+            self.tally.feeds_behind += 1
+        temps = set(self.out.rglob(".*.tmp")) if self.out.is_dir() else set()
+        if temps - self._temps:
+            self.tally.temp_left += 1
+        self._temps = temps
 
 
 # --- the test ------------------------------------------------------------------------------
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, server):
-    rng = random.Random(SEED)
-    feeds = GrowingFeeds(server, random.Random(rng.getrandbits(64)))
-    sources = [{"name": _sname(k), "url": server.url(f"/feed/{k}.xml"), "category": f"topic{k % CATEGORIES}",
-                "interval": "10s"} for k in range(SOURCES)]
-    config = write_config(tmp_path / "config.toml", sources, base_url=BASE, items_per_feed=1000,
-                          near_duplicates=False)
-    data, out = tmp_path / "data", tmp_path / "out"
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for _ in range(SOURCES):  # every feed starts with an item or so
-        feeds.add_one()
-
-    stop_adding = threading.Event()
-    adder_rng = random.Random(rng.getrandbits(64))
-
-    def keep_adding() -> None:
-        while not stop_adding.wait(adder_rng.uniform(*ADD_EVERY)):
-            feeds.add_one()
-
-    adder = threading.Thread(target=keep_adding, name="crash-adder", daemon=True)
-    tally = Tally()
     began = time.monotonic()
-    run: Run | None = None
-
-    def context() -> str:
-        last = f"\n--- tail of {run.log.name} ---\n{tail(run.log)}" if run is not None else ""
-        return f"seed {SEED}: {tally.line()}; {len(feeds.served)} items served{last}"
-
-    adder.start()
-    temps: set[Path] = set()
-    try:
-        for number in range(KILLS):
-            run = start(config, logs, number)
-            mode = rng.choices(["timed", "after-answer", "after-poll"], weights=[4, 4, 2])[0]
-            if mode == "timed":
-                _sleep_alive(run, rng.uniform(*TIMED_KILL), context)
-            elif mode == "after-answer":
-                if feeds.wait_answer(run.started, 200, EVENT_WAIT):
-                    time.sleep(rng.uniform(*AFTER_ANSWER))
-                else:
-                    mode = "after-answer (none came)"
-            else:
-                if not _wait_log(run, POLL_LINE, EVENT_WAIT, context):
-                    mode = "after-poll (none came)"
-            assert run.proc.poll() is None, f"the daemon exited by itself (code {run.proc.returncode}): {context()}"
-            kill_group(run)
-            run.mode = mode
-            tally.kills += 1
-            tally.modes[mode.split(" ")[0]] += 1
-            account(run, tally, feeds)
-            temps = inspect_after_kill(run, tally, data, out, temps)
-    finally:
-        stop_adding.set()
-        adder.join(timeout=10)
-        if run is not None and run.proc.poll() is None:
-            kill_group(run)
+    scenario = Scenario(tmp_path, server, random.Random(SEED))
+    scenario.kill_loop(KILLS)
     loop_seconds = time.monotonic() - began
+    last_start = scenario.last_life()
+    feeds, out, tally = scenario.feeds, scenario.out, scenario.tally
 
-    # The last life: no more items; every source is polled once more, then a clean stop.
-    final_start = time.time()
-    run = start(config, logs, KILLS)
-    final_run = run
-    due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(final_start)))
-    deadline = time.monotonic() + FINAL_WAIT
-    while True:
-        assert run.proc.poll() is None, f"the final daemon exited by itself (code {run.proc.returncode}): {context()}"
-        lagging = _not_polled_since(data / "aggregator.db", due)
-        if not lagging:
-            break
-        assert time.monotonic() < deadline, f"sources not polled within {FINAL_WAIT} s of the last start: {lagging}; {context()}"
-        time.sleep(0.2)
-    run.proc.send_signal(signal.SIGTERM)
-    try:
-        code = run.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        _dump_and_kill(run)
-        raise AssertionError(f"SIGTERM did not stop the daemon within 60 s: {context()}") from None
-    _no_survivors(run)
-    account(run, tally, feeds)
-    assert code == 0, f"exit code {code} after SIGTERM: {context()}"
-
-    summary = f"{context()}"
-    stored = _check_database(data / "aggregator.db", feeds, summary)
+    summary = scenario.context()
+    stored = _check_database(scenario.db, feeds, summary)
     _check_posts(out, stored, feeds, summary)
     _check_feeds(out, stored, feeds, summary)
-
-    leftovers = [str(p.relative_to(out)) for p in out.rglob(".*.tmp") if p.stat().st_mtime >= final_start]
+    leftovers = [str(p.relative_to(out)) for p in out.rglob(".*.tmp") if p.stat().st_mtime >= last_start]
     assert not leftovers, f"temporary files written by the last (cleanly stopped) life remain: {leftovers}; {summary}"
 
-    rebuilt = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config), "publish", "--rebuild"],
-                             capture_output=True, text=True, env=_env(), timeout=300, stdin=subprocess.DEVNULL,
-                             check=False)
-    assert rebuilt.returncode == 0 and rebuilt.stdout.startswith("0 files written"), (
-        f"publish --rebuild changed files: the folder was not what the database renders: "
-        f"{rebuilt.returncode} {rebuilt.stdout!r} {rebuilt.stderr[-2000:]!r}; {summary}")
+    # The folder is exactly what the database renders: every feed page (publish --rebuild),
+    # then every post too (rebuild) — a post left behind by an edit shows only there.
+    for command in (["publish", "--rebuild"], ["rebuild"]):
+        before = mtimes(out)
+        done = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(scenario.config), *command],
+                              capture_output=True, text=True, env=_env(), timeout=300, stdin=subprocess.DEVNULL,
+                              check=False)
+        changed = sorted(k for k, v in mtimes(out).items() if before.get(k) != v)
+        assert done.returncode == 0 and done.stdout.startswith("0 files written"), (
+            f"'{' '.join(command)}' changed files, so the folder was not what the database renders: {changed[:10]}; "
+            f"{done.returncode} {done.stdout!r} {done.stderr[-2000:]!r}; {summary}")
+
     assert not tally.errors, f"errors logged: {tally.errors[:10]}; {summary}"
     assert tally.kills < 5 or tally.in_flight or tally.posts_behind or tally.feeds_behind, (
         f"no kill hit a poll or a publish: the test did not test crash safety; {summary}")
-
-    print(f"\ncrash test: {tally.line()}; {len(feeds.served)} items served, {len(stored)} stored; "
-          f"kill loop {loop_seconds:.1f} s, last life {time.time() - final_start:.1f} s; "
-          f"final log {final_run.log.name}")
-
-
-def _sleep_alive(run: Run, seconds: float, context) -> None:
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        assert run.proc.poll() is None, f"the daemon exited by itself (code {run.proc.returncode}): {context()}"
-        time.sleep(min(left, 0.02))
-
-
-def _wait_log(run: Run, pattern: re.Pattern, timeout: float, context) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert run.proc.poll() is None, f"the daemon exited by itself (code {run.proc.returncode}): {context()}"
-        if pattern.search(run.text()):
-            return True
-        time.sleep(0.01)
-    return False
-
-
-def _not_polled_since(db: Path, due: str) -> list[str]:
-    """Sources whose last successful poll is older than ``due`` (ISO, the database's form)."""
-    if not db.exists():
-        return ["(no database yet)"]
-    try:
-        with open_ro(db) as conn:
-            done = {r[0] for r in conn.execute("SELECT name FROM sources WHERE last_success >= ?", [due])}
-    except sqlite3.OperationalError as e:
-        return [f"(database not readable yet: {e})"]
-    return [_sname(k) for k in range(SOURCES) if _sname(k) not in done]
+    print(f"\ncrash test, seed {SEED}: {tally.line()}; {len(feeds.served)} items served ({feeds.edits()} edits), "
+          f"{len(stored)} stored; kill loop {loop_seconds:.1f} s, last life {time.time() - last_start:.1f} s")
 
 
 @dataclass(frozen=True)
@@ -494,6 +544,7 @@ class Stored:
     link: str
     title: str
     post_name: str
+    body_html: str
 
     @property
     def feed_id(self) -> str:
@@ -507,7 +558,7 @@ def _check_database(db: Path, feeds: GrowingFeeds, summary: str) -> list[Stored]
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], summary
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == [], summary
         stored = [Stored(*r) for r in conn.execute(
-            "SELECT id, uid, source, guid, link, title, post_name FROM articles ORDER BY id")]
+            "SELECT id, uid, source, guid, link, title, post_name, body_html FROM articles ORDER BY id")]
         links = conn.execute("SELECT article_id, source, guid FROM article_sources ORDER BY article_id").fetchall()
     served = feeds.served
     counted = collections.Counter((a.source, a.guid) for a in stored)
@@ -518,7 +569,6 @@ def _check_database(db: Path, feeds: GrowingFeeds, summary: str) -> list[Stored]
         f"articles vs served items: {len(duplicated)} duplicated {duplicated[:5]}, {len(missing)} missing {missing[:5]}, "
         f"{len(extra)} never served {extra[:5]}; {summary}")
     assert len(stored) == len(served), summary
-    assert len(feeds.by_key) >= len(served)  # served items are items the server made
 
     by_id = {a.id: a for a in stored}
     assert collections.Counter(article_id for article_id, _, _ in links) == {i: 1 for i in by_id}, (
@@ -529,6 +579,10 @@ def _check_database(db: Path, feeds: GrowingFeeds, summary: str) -> list[Stored]
     wrong = [a for a in stored if (a.title, a.link) != (feeds.by_key[(a.source, a.guid)].title,
                                                         feeds.by_key[(a.source, a.guid)].link)]
     assert not wrong, f"articles stored with another title or link than served: {wrong[:3]}; {summary}"
+    # the last version served (the final life fetched every feed after the last edit)
+    stale = [(a.source, a.guid, feeds.by_key[(a.source, a.guid)].revision) for a in stored
+             if feeds.by_key[(a.source, a.guid)].text not in a.body_html]
+    assert not stale, f"articles without their latest upstream edit (source, guid, revision): {stale[:5]}; {summary}"
     return stored
 
 
@@ -557,7 +611,7 @@ def _check_feeds(out: Path, stored: list[Stored], feeds: GrowingFeeds, summary: 
     files = feed_files(out, BASE)
     assert any(p.relative_to(out).as_posix() == "all.rss.xml" for p in files), f"no all feed in index.opml; {summary}"
     for path in files:
-        parsed = feedparser.parse(io.BytesIO(path.read_bytes()), sanitize_html=False, resolve_relative_uris=False)
+        parsed = parse_output_feed(path)
         rel = path.relative_to(out).as_posix()
         assert not parsed.bozo, f"{rel}: {parsed.get('bozo_exception')}; {summary}"
         ids = [e.id for e in parsed.entries]
@@ -565,7 +619,11 @@ def _check_feeds(out: Path, stored: list[Stored], feeds: GrowingFeeds, summary: 
         unknown = [i for i in ids if i not in by_feed_id]
         assert not unknown, f"{rel}: entries that are not articles: {unknown[:3]}; {summary}"
         for e in parsed.entries:
-            assert e.title == by_feed_id[e.id].title, f"{rel}: {e.id} titled {e.title!r}; {summary}"
+            article = by_feed_id[e.id]
+            assert e.title == article.title, f"{rel}: {e.id} titled {e.title!r}; {summary}"
+            latest = feeds.by_key[(article.source, article.guid)].text
+            assert any(latest in c.value for c in e.get("content", ())), (
+                f"{rel}: {e.title!r} lacks its latest text {latest!r}; {summary}")
         if rel in ("all.rss.xml", "all.atom.xml"):
             assert set(ids) == set(by_feed_id), (
                 f"{rel}: {len(set(by_feed_id) - set(ids))} articles missing, {len(ids)} listed; {summary}")

@@ -310,3 +310,24 @@ def test_log_lines_text_journald_and_json(tmp_path):
                            capture_output=True, text=True, env={**env(), "JOURNAL_STREAM": "1:2"}, check=True,
                            timeout=120)
     assert plain.stderr.startswith("INFO ")
+
+
+def test_sigterm_during_a_fetch_lets_it_finish_and_exits_0(tmp_path, server):
+    arrived = []
+
+    def slow(handler):
+        arrived.append(time.monotonic())
+        time.sleep(2)
+        handler.send_body(feed("s", 2))
+
+    server.add_handler("/slow.xml", slow)
+    config = write_config(tmp_path / "config.toml", [{"name": "S", "url": server.url("/slow.xml"), "category": "c"}],
+                          base_url=BASE)
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(config, log)
+    wait_until(lambda: arrived, what="the fetch to start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    text = log.read_text()
+    assert "poll S: 2 new" in text and "aggregator stopped" in text
+    assert len(list((load_config(config).posts_dir).glob("*.md"))) == 2
