@@ -328,16 +328,18 @@ def poll(ctx, names, due, include_gone, update_moved):
       aggregator poll 财联社 掘金
       aggregator poll --due --update-moved
     """
-    from rich.console import Console
-
     from .pipeline import Pipeline
 
     config = _config(ctx)
-    console = Console(stderr=False)
+    console = None
+    if sys.stdout.isatty():  # rich only for people: a cron or harness run never imports it
+        from rich.console import Console
+
+        console = Console(stderr=False)
     with Pipeline(config) as pipeline:
         sources = pipeline.select(names)
         kwargs = {"due_only": due, "include_gone": include_gone}
-        if console.is_terminal:
+        if console is not None:
             from rich.progress import Progress
 
             with Progress(console=console, transient=True) as progress:
@@ -350,43 +352,53 @@ def poll(ctx, names, due, include_gone, update_moved):
         from .pipeline import update_moved_sources
 
         for name, new_url in update_moved_sources(config):
-            console.print(f"{name}: config.toml now points at {new_url}")
+            click.echo(f"{name}: config.toml now points at {new_url}")
 
 
 def _print_cycle(console, cycle, config) -> None:
+    """A table on a terminal; one tab-separated line per source otherwise (cron mail,
+    scripts, logs — and rendering a rich table of thousands of rows costs more than a
+    whole warm cycle)."""
+    from .pipeline import utcnow
+    from .schedule import describe
+
+    now = utcnow()
+    rows = []
+    for r in cycle.results:
+        if r.skipped:
+            kind, status = "yellow", f"skipped: {r.skipped}"
+        elif r.error:
+            kind, status = "red", f"{'gone' if r.gone else 'error'}: {r.error}"
+        else:
+            kind, status = "", "not modified" if r.not_modified else "ok"
+        if r.moved_to:
+            status += f" (moved permanently to {r.moved_to})"
+        if r.skipped_entries:
+            status += f" ({len(r.skipped_entries)} entries skipped)"
+        if r.next_poll and not r.skipped:
+            status += f"; next {describe(r.next_poll, now)}"
+        rows.append((r.source, str(r.new), str(r.updated), str(r.unchanged), str(r.duplicates), status, kind))
+    failed = sum(1 for r in cycle.results if r.error)
+    new = sum(r.new for r in cycle.results)
+    upd = sum(r.updated for r in cycle.results)
+    summary = (f"{len(cycle.results)} sources, {failed} failed; {new} new, {upd} updated articles; "
+               f"{len(cycle.posts_written)} posts written to {config.posts_dir}; {len(cycle.published)} feed files "
+               f"written to {config.output_dir}.")
+    if console is None or not console.is_terminal:
+        lines = ["source\tnew\tupdated\tunchanged\tduplicates\tstatus"]
+        lines += ["\t".join(row[:6]) for row in rows]
+        click.echo("\n".join([*lines, summary]))
+        return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Poll results")
     for col in ("source", "new", "updated", "unchanged", "duplicates", "status"):
         table.add_column(col, justify="left" if col in ("source", "status") else "right", overflow="fold")
-    from rich.markup import escape
-
-    from .pipeline import utcnow
-    from .schedule import describe
-
-    now = utcnow()
-    for r in cycle.results:
-        if r.skipped:
-            status = f"[yellow]skipped: {escape(r.skipped)}[/]"
-        elif r.error:
-            status = f"[red]{'gone' if r.gone else 'error'}: {escape(r.error)}[/]"
-        else:
-            status = "not modified" if r.not_modified else "ok"
-        if r.moved_to:
-            status += f" (moved permanently to {escape(r.moved_to)})"
-        if r.skipped_entries:
-            status += f" ({len(r.skipped_entries)} entries skipped)"
-        if r.next_poll and not r.skipped:
-            status += f"; next {describe(r.next_poll, now)}"
-        table.add_row(r.source, str(r.new), str(r.updated), str(r.unchanged), str(r.duplicates), status)
+    for *cells, status, kind in rows:
+        table.add_row(*cells, f"[{kind}]{escape(status)}[/]" if kind else escape(status))
     console.print(table)
-    failed = sum(1 for r in cycle.results if r.error)
-    new = sum(r.new for r in cycle.results)
-    upd = sum(r.updated for r in cycle.results)
-    console.print(
-        f"{len(cycle.results)} sources, {failed} failed; {new} new, {upd} updated articles; "
-        f"{len(cycle.posts_written)} posts written to {config.posts_dir}; {len(cycle.published)} feed files written to {config.output_dir}."
-    )
+    console.print(summary)
 
 
 @cli.command()

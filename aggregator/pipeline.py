@@ -41,6 +41,7 @@ from .work import Processed, make_pool, process_feed
 log = logging.getLogger("aggregator")
 
 PARSE_TIMEOUT = 120.0  # seconds one body may spend in a worker before its source fails
+UNCHANGED_BATCH = 200  # 304s recorded per transaction
 
 
 def utcnow() -> datetime:
@@ -199,6 +200,7 @@ class Pipeline:
                 return _Outcome(source, fetched=got, same_body=same)
 
             pending: list[tuple[Source, Fetched, Future]] = []
+            unchanged: list[tuple[str, str, dict]] = []  # 304s / same body, recorded in batches
 
             def finish(block: bool) -> None:
                 """Store what the workers have parsed (all of it when ``block``), so storing
@@ -213,6 +215,10 @@ class Pipeline:
                     if on_result:
                         on_result(result.result)
 
+            if todo:
+                # made here, once: eight threads importing httpx on first use would queue
+                # on the import lock instead of fetching
+                _ = self.fetcher
             with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
                 futures = [threads.submit(fetch_one, s) for s in todo]
                 for done in as_completed(futures):
@@ -227,16 +233,21 @@ class Pipeline:
                         hints = (state.ttl_minutes, state.update_period, state.update_frequency)
                         next_at = self._next(src, now, Outcome("not-modified", headers=got.headers, ttl_minutes=hints[0],
                                                                update_period=hints[1], update_frequency=hints[2]))
-                        store.record_success(src.name, src.url, now=now, validators=got.validators, body_hash=None,
-                                             next_poll=next_at, moved_to=moved)
+                        # batched: one commit for many 304s (flushed below and at the end)
+                        unchanged.append((src.name, src.url, dict(now=now, validators=got.validators, body_hash=None,
+                                                                  next_poll=next_at, moved_to=moved)))
                         results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at, moved_to=moved))
                     else:
                         f = outcome.fetched
                         pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
                     if on_result and len(results) > before:
                         on_result(results[-1])
+                    if len(unchanged) >= UNCHANGED_BATCH:
+                        store.record_successes(unchanged)
+                        unchanged.clear()
                     finish(block=False)
 
+            store.record_successes(unchanged)
             finish(block=True)
 
             order = {s.name: i for i, s in enumerate(sources)}

@@ -286,34 +286,49 @@ class Store:
                 states[name] = SourceState(name=name, articles=count)
         return states
 
-    def record_success(
-        self, name: str, url: str, *, now: datetime, validators: Validators,
+    _SUCCESS_SQL = (
+        "INSERT INTO sources (name, url, etag, last_modified, body_hash, state, error_count,"
+        " last_error, last_error_kind, last_attempt, last_success, title, next_poll, moved_to,"
+        " ttl_minutes, update_period, update_frequency, polls_total)"
+        " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+        " ON CONFLICT(name) DO UPDATE SET url = excluded.url, etag = excluded.etag,"
+        " last_modified = excluded.last_modified,"
+        " body_hash = coalesce(excluded.body_hash, sources.body_hash), state = 'ok', error_count = 0,"
+        " last_error = NULL, last_error_kind = NULL, last_attempt = excluded.last_attempt,"
+        " polls_total = sources.polls_total + 1,"
+        " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title),"
+        " next_poll = excluded.next_poll, moved_to = coalesce(excluded.moved_to, sources.moved_to),"
+        " ttl_minutes = CASE WHEN ? THEN excluded.ttl_minutes ELSE sources.ttl_minutes END,"
+        " update_period = CASE WHEN ? THEN excluded.update_period ELSE sources.update_period END,"
+        " update_frequency = CASE WHEN ? THEN excluded.update_frequency ELSE sources.update_frequency END"
+    )
+
+    @staticmethod
+    def _success_params(
+        name: str, url: str, *, now: datetime, validators: Validators,
         body_hash: str | None, title: str | None = None, next_poll: datetime | None = None,
         moved_to: str | None = None, hints: tuple[int | None, str | None, int | None] | None = None,
-    ) -> None:
-        """A fetch that worked (200 or 304): validators kept, health reset. ``hints`` is the
-        feed's (ttl, sy:updatePeriod, sy:updateFrequency), given when a body was parsed."""
+    ) -> list:
         ttl, period, freq = hints or (None, None, None)
+        return [name, url, validators.etag, validators.last_modified, body_hash, to_iso(now), to_iso(now), title,
+                to_iso(next_poll) if next_poll else None, moved_to, ttl, period, freq,
+                hints is not None, hints is not None, hints is not None]
+
+    def record_success(self, name: str, url: str, **kw) -> None:
+        """A fetch that worked (200 or 304): validators kept, health reset. Keywords:
+        ``now``, ``validators``, ``body_hash``, ``title``, ``next_poll``, ``moved_to``,
+        ``hints`` — the feed's (ttl, sy:updatePeriod, sy:updateFrequency), given when a
+        body was parsed."""
+        self.record_successes([(name, url, kw)])
+
+    def record_successes(self, records: Sequence[tuple[str, str, dict]]) -> None:
+        """Several ``record_success`` in one transaction: a warm cycle of 304s costs one
+        commit, not one per source. Each record is (name, url, keywords)."""
+        if not records:
+            return
         with self._write():
-            self.db.execute(
-                "INSERT INTO sources (name, url, etag, last_modified, body_hash, state, error_count,"
-                " last_error, last_error_kind, last_attempt, last_success, title, next_poll, moved_to,"
-                " ttl_minutes, update_period, update_frequency, polls_total)"
-                " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
-                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, etag = excluded.etag,"
-                " last_modified = excluded.last_modified,"
-                " body_hash = coalesce(excluded.body_hash, sources.body_hash), state = 'ok', error_count = 0,"
-                " last_error = NULL, last_error_kind = NULL, last_attempt = excluded.last_attempt,"
-                " polls_total = sources.polls_total + 1,"
-                " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title),"
-                " next_poll = excluded.next_poll, moved_to = coalesce(excluded.moved_to, sources.moved_to),"
-                " ttl_minutes = CASE WHEN ? THEN excluded.ttl_minutes ELSE sources.ttl_minutes END,"
-                " update_period = CASE WHEN ? THEN excluded.update_period ELSE sources.update_period END,"
-                " update_frequency = CASE WHEN ? THEN excluded.update_frequency ELSE sources.update_frequency END",
-                [name, url, validators.etag, validators.last_modified, body_hash, to_iso(now), to_iso(now), title,
-                 to_iso(next_poll) if next_poll else None, moved_to, ttl, period, freq,
-                 hints is not None, hints is not None, hints is not None],
-            )
+            for name, url, kw in records:
+                self.db.execute(self._SUCCESS_SQL, self._success_params(name, url, **kw))
 
     def record_failure(
         self, name: str, url: str, *, now: datetime, kind: str, message: str,
