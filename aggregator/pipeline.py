@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -98,12 +99,16 @@ class Pipeline:
             )
         return self._fetcher
 
-    def _submit(self, body: bytes, headers, url: str, source: Source) -> Future:
+    def _workers(self):
+        """The worker processes (parse + normalize + clean, and large publishes)."""
         with self._pool_lock:
             if self._pool is None:
                 self._pool = make_pool()
-            return self._pool.submit(process_feed, body, headers, url, source, self.clock(), self.config.future_skew,
-                                     self.config.iframe_hosts)
+            return self._pool
+
+    def _submit(self, body: bytes, headers, url: str, source: Source) -> Future:
+        return self._workers().submit(process_feed, body, headers, url, source, self.clock(), self.config.future_skew,
+                                      self.config.iframe_hosts)
 
     def _reset_pool(self) -> None:
         """A worker stuck past PARSE_TIMEOUT cannot be cancelled alone: end the pool."""
@@ -340,15 +345,18 @@ class Pipeline:
             near=self.config.near_duplicate_rule, max_edits_per_day=self.config.max_edits_per_day,
         )
         written = []
+        done: list[int] = []
         try:
             for article in applied.new + applied.updated + applied.merged:
                 if write_post(article, self.config.posts_dir):
                     written.append(article.post_name)
+                done.append(article.id)
         except PublishError as e:
-            # The articles are committed; their files are rebuilt from the database by the
-            # next publish that can write (``_catch_up``). The source itself did not fail.
+            # The articles are committed with their posts marked as owed (pending_posts, in
+            # the same transaction); the next publish that can write writes them. The
+            # source itself did not fail.
             log.error("source %s: articles stored, but post files not written: %s", src.name, e)
-            store.set_meta(publish_pending=1)
+        store.posts_written(done)
         hints = (processed.ttl_minutes, processed.update_period, processed.update_frequency)
         next_at = self._next(src, now, Outcome("ok", headers=fetched.headers, ttl_minutes=hints[0],
                                                update_period=hints[1], update_frequency=hints[2]))
@@ -389,21 +397,29 @@ class Pipeline:
             written = self._write_posts(store, every=posts == "all") if posts != "none" else []
             return written + self._publish(store, force=force)
 
-    def _write_posts(self, store: Store, *, every: bool = False) -> list[str]:
-        """Write the post file of every article that has none (all of them with ``every``),
-        from the database: after a crash between a commit and its files, or after the
-        output folder was unwritable. Raises PublishError when the folder still is."""
+    def _write_posts(self, store: Store, *, every: bool = False, missing: bool = True) -> list[str]:
+        """Write, from the database, the post files owed by committed changes (a crash
+        between a commit and its files, an unwritable folder) and, with ``missing``, every
+        one absent from the folder (all of them with ``every``). Raises PublishError when
+        the folder still cannot be written."""
         from .publish.posts import write_post
 
         folder = self.config.posts_dir
-        existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        owed = set(store.pending_posts())
         names = store.post_names()
-        todo = [i for i, name in names.items() if every or name not in existing]
+        if every or missing:
+            existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+            todo = [i for i, name in names.items() if every or i in owed or name not in existing]
+        else:
+            todo = sorted(i for i in owed if i in names)
         written = []
         for start in range(0, len(todo), 500):  # bodies loaded a batch at a time
-            for article in store.articles_by_id(todo[start:start + 500]):
+            batch = store.articles_by_id(todo[start:start + 500])
+            for article in batch:
                 if write_post(article, folder):
                     written.append(article.post_name)
+            store.posts_written([a.id for a in batch if a.id in owed])
+        store.posts_written(sorted(owed - set(names)))  # owed by articles since expired or purged
         return written
 
     def catch_up(self) -> list[str]:
@@ -440,12 +456,13 @@ class Pipeline:
 
     def _publish(self, store: Store, *, force: bool = False) -> list[str]:
         from .publish import plan_site, publish_site
+        from .publish.site import PARALLEL_PAGES
 
         started = time.monotonic()
         posts_ok = True
-        if store.meta().get("publish_pending") == "1":
+        if store.pending_posts():
             try:
-                self._write_posts(store)  # post files a failed write left missing
+                self._write_posts(store, missing=False)  # owed by a crash or a failed write
             except PublishError as e:
                 log.error("post files still cannot be written: %s", e)
                 posts_ok = False
@@ -455,9 +472,12 @@ class Pipeline:
             items_per_feed=self.config.items_per_feed, default_interval=self.config.default_interval,
             bodies=store.article_bodies,
         )
+        previous = store.outputs()
+        changed = sum(1 for j in plan.jobs if force or getattr(previous.get(j.key), "signature", None) != j.signature)
+        executor = self._workers() if changed >= PARALLEL_PAGES else None
         with self.publish_lock:
-            result = publish_site(self.config.output_dir, plan, site, previous=store.outputs(),
-                                  load=store.articles_by_id, force=force)
+            result = publish_site(self.config.output_dir, plan, site, previous=previous, load=store.articles_by_id,
+                                  force=force, executor=executor, workers=os.cpu_count() or 1)
         now = self.clock()
         store.record_outputs(result.done, result.failed, result.gone, now)
         pending = bool(result.failed) or not posts_ok

@@ -27,7 +27,7 @@ from .decide import Match, Verdict, decide, edit_allowed, merge_changes, pick_ma
 from .errors import StoreError
 from .models import ArticleDraft, ArticleRef, OutputState, SourceStats, Stats, StoredArticle, Validators
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _ARTICLE_COLUMNS = (
     "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
@@ -239,6 +239,12 @@ class Store:
                      "error": str, "error_at": str},
                     pk="path",
                 )
+            if version < 7:
+                # post files owed by committed changes: written in the same transaction as
+                # the articles, deleted once the file is on disk, so a kill between the
+                # commit and the write is repaired by the next publish (not only "missing"
+                # files: an edited article's old file exists but is stale).
+                conn.execute("CREATE TABLE pending_posts (article_id INTEGER PRIMARY KEY)")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -462,6 +468,12 @@ class Store:
                     "INSERT INTO article_keys (key, article_id) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
                     [(k, article_id) for k in draft.dedup_keys],
                 )
+            owed = set(new + updated + merged)
+            if owed:
+                self.db.conn.executemany("INSERT OR IGNORE INTO pending_posts (article_id) VALUES (?)",
+                                         [(i,) for i in sorted(owed)])
+                self.db.execute("INSERT INTO meta (key, value) VALUES ('publish_pending', '1')"
+                                " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         by_id = {a.id: a for a in self.articles_by_id(new + updated + merged)}
         # An article appears once, under its strongest change: new > updated > merged.
         updated = [i for i in dict.fromkeys(updated) if i not in new]
@@ -710,6 +722,16 @@ class Store:
                 date=from_iso(r[6]), updated=from_iso(r[7]), content_hash=r[8],
             ))
         return refs
+
+    def pending_posts(self) -> list[int]:
+        """Articles whose post file is owed (committed, file not yet confirmed written)."""
+        return [r[0] for r in self.db.execute("SELECT article_id FROM pending_posts ORDER BY article_id")]
+
+    def posts_written(self, ids: Sequence[int]) -> None:
+        """The post files of ``ids`` are on disk: no longer owed."""
+        if ids:
+            with self._write():
+                self.db.conn.executemany("DELETE FROM pending_posts WHERE article_id = ?", [(i,) for i in ids])
 
     def post_names(self) -> dict[int, str]:
         """id -> post file name of every article (what ``publish`` checks the folder against)."""

@@ -331,3 +331,37 @@ def test_sigterm_during_a_fetch_lets_it_finish_and_exits_0(tmp_path, server):
     text = log.read_text()
     assert "poll S: 2 new" in text and "aggregator stopped" in text
     assert len(list((load_config(config).posts_dir).glob("*.md"))) == 2
+
+
+def test_posts_owed_by_a_commit_are_written_even_when_their_old_file_exists(tmp_path, server):
+    """A kill between a commit and its post write: the next poll's publish writes what is
+    owed — an edited article's stale file too, not only missing ones."""
+    from aggregator.pipeline import article_uid
+    from aggregator.publish.posts import post_name
+    from aggregator.store import Store
+
+    server.add("/a.xml", feed("a", 1))
+    path = write_config(tmp_path / "config.toml", [{"name": "A", "url": server.url("/a.xml"), "category": "news"}],
+                        base_url=BASE)
+    cfg = load_config(path)
+    with Pipeline(cfg) as p:
+        p.poll()
+    post = next(cfg.posts_dir.glob("*.md"))
+    assert "a body 1" in post.read_text()
+    # what a poll commits for an edited item, stopped before its file is written
+    from aggregator.parse import parse_feed  # noqa: F401 - the same stages as a poll
+    from aggregator.work import process_feed
+    edited = feed("a", 1).replace(b"a body 1", b"a body 1, corrected")
+    processed = process_feed(edited, {}, server.url("/a.xml"), cfg.source("A"), p.clock(), cfg.future_skew,
+                             cfg.iframe_hosts)
+    with Store(cfg.db_path) as store:
+        result = store.apply(processed.drafts, now=p.clock(), name_post=post_name, uid_of=article_uid)
+        assert len(result.updated) == 1 and store.pending_posts() == [result.updated[0].id]
+    assert "corrected" not in post.read_text()  # the crash window: database ahead of the file
+    server.set("/a.xml", edited)  # upstream has the edit; it is already stored: nothing new
+    with Pipeline(cfg) as p:
+        cycle = p.poll()
+    assert cycle.results[0].updated == 0
+    assert "a body 1, corrected" in post.read_text()
+    with Store(cfg.db_path) as store:
+        assert store.pending_posts() == []
