@@ -365,3 +365,51 @@ def test_posts_owed_by_a_commit_are_written_even_when_their_old_file_exists(tmp_
     assert "a body 1, corrected" in post.read_text()
     with Store(cfg.db_path) as store:
         assert store.pending_posts() == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: a disk that can really fill up (needs root; skipped otherwise)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_loses_nothing_and_is_caught_up_when_space_returns(tmp_path, server, small_disk):
+    server.add("/a.xml", feed("a", 3))
+    path = write_config(tmp_path / "config.toml", [{"name": "A", "url": server.url("/a.xml"), "category": "news"}],
+                        base_url=BASE, output_dir=str(small_disk / "out"))
+    cfg = load_config(path)
+    filler = small_disk / "filler"
+    with filler.open("wb") as handle:  # fill the disk to the last block
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    with Pipeline(cfg) as p:
+        cycle = p.poll()
+    assert cycle.results[0].new == 3 and cycle.results[0].error is None  # stored in the database (not on this disk)
+    assert not list(cfg.posts_dir.glob("*.md"))
+    status = json.loads(cli(path, "status", "--json").stdout)
+    assert status["articles"]["total"] == 3
+    filler.unlink()  # space is back
+    server.set("/a.xml", feed("a", 3))
+    with Pipeline(cfg) as p:
+        p.poll()
+    assert len(list(cfg.posts_dir.glob("*.md"))) == 3
+    assert len(parse_feed_entries(cfg.output_dir / "all.rss.xml")) == 3
+    assert cli(path, "publish").stdout.startswith("0 files written")
+
+
+def parse_feed_entries(path: Path) -> list:
+    from tests.helpers import parse_output_feed
+
+    return parse_output_feed(path).entries

@@ -1,0 +1,394 @@
+"""Full text (issue 9): an article page -> its article, and whether the item should use it.
+
+Owns: decoding a fetched page (``decode_page``); taking the article out of it (``extract``:
+a source's CSS ``content_selector``, else trafilatura) as clean HTML with absolute URLs;
+which items need their page at all (``should_fetch``); and the quality gate that decides
+whether the extracted text replaces the item's own content, with the reason either way
+(``gate`` -> ``Verdict``).
+Must not: fetch (the pipeline fetches article pages through ``fetch.py``'s guarded fetcher,
+only for new items, and caches them by URL), read config, the clock or the database, or keep
+state between calls: pure functions, safe in a worker process or thread.
+
+Decisions (figures in docs/fulltext.md, measured by benchmarks/fulltext_choice.py):
+
+- Encoding: BOM, then the HTTP charset, then ``<meta charset>`` / ``<meta http-equiv>``
+  in the first ``META_SCAN_BYTES``, then sniffing (valid UTF-8, else charset-normalizer),
+  as issue 9 orders it and as browsers do (WHATWG HTML "determining the character
+  encoding"; the BOM comes first there too: it cannot be an accident). A declared label is
+  read as its superset (GB2312/GBK -> GB18030, Big5 -> CP950: ``encoding.py``'s table) and
+  must decode without error, else the next source of truth is asked: a header saying UTF-8
+  on GBK bytes is not the truth, while a stale ``<meta charset=gbk>`` on a page the server
+  labels UTF-8 is outvoted by the header. Valid multi-byte UTF-8 labelled with a single-byte
+  charset is UTF-8 (the rule ``encoding.py`` applies to feeds). Never raises.
+- Extractor: trafilatura, chosen over readability-lxml by measurement. readability-lxml
+  drops every element styled ``visibility: hidden``, which is how WeChat articles ship their
+  whole body (``#js_content``, shown by script), and keeps share bars that trafilatura
+  drops. trafilatura is called with images, links, formatting and tables kept, comments
+  not, and ``url`` so that it resolves image URLs; its output, like a selector's, goes
+  through ``clean.clean_html`` (allowlist, lazy images, tracking parameters, relative URLs
+  resolved against the page URL).
+- A ``content_selector`` takes every element it matches, in document order (nested
+  matches once), after ``remove_selectors`` matches are removed from the whole page, as
+  Miniflux's scraper rules do. A selector that matches nothing gives an empty extraction
+  (the site changed its layout; the gate keeps the item's content, "nothing extracted")
+  rather than falling back to the library and bringing in what the selector was set to avoid.
+- ``should_fetch`` "auto": the item's own visible text (a leading repeat of the title not
+  counted) is under ``SHORT_ITEM_CHARS`` characters (a CJK character counts one, like any
+  other), or it ends like a cut text (``TRUNCATED_RE``), after WordPress's "The post X
+  appeared first on Y." footer, and also before a final link (``… <a>Post title</a>``) or
+  when that link's text starts with "Read more" / "阅读全文".
+- ``gate``, in this order: HTTP status >= 400; interstitials (Cloudflare challenge,
+  captcha, login wall, not-found page); nothing extracted; too short (< ``MIN_CHARS``);
+  shorter than the item's own text; opening does not match the summary or title. Page-wide
+  signals (the page's title, its whole text, markup such as ``g-recaptcha``) only count
+  when the extraction is short, because ordinary article pages carry them too (a
+  comment form's "请登录后发表评论" and "验证码", Cloudflare's script on every page); a
+  login-wall phrase in the tail of the extracted text always counts, as walls follow
+  their teaser.
+- "Long enough" is at least ``MIN_CHARS`` and at least as long as the item's own text
+  (not 2x: in "always" mode the item may already hold the full text, and a page version
+  about as long is then still an improvement in images and markup; never a loss of text).
+- "Matches": for a summary, its first ``SUMMARY_PROBE`` normalized characters occur in
+  the first ``OPENING_CHARS`` of the extraction (summaries are mostly the article's
+  opening, cut), or at least ``SUMMARY_OVERLAP`` of its tokens occur in the first
+  ``OVERLAP_CHARS`` (editor-written summaries). Without a summary, the title: at least
+  ``TITLE_OVERLAP`` of its tokens (titles are paraphrased more often than quoted).
+  Tokens are CJK character bigrams and Latin words of 4+ letters or numbers: character
+  bigrams of English text match any other English text, and short words are mostly
+  function words. Normalized text is NFKC, case-folded, letters and digits only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import soupsieve
+from bs4 import BeautifulSoup
+
+from .clean import clean_html
+from .encoding import _CANDIDATES, _SINGLE_BYTE, BOMS, _guess, _is_utf8, codec_name
+from .text import html_to_text
+
+__all__ = ["MODES", "Extracted", "Verdict", "check_selector", "decode_page", "extract", "gate",
+           "matches", "should_fetch"]
+
+MODES = ("never", "always", "auto")
+
+# --- decoding --------------------------------------------------------------------------
+
+# WHATWG's prescan reads 1,024 bytes; pages that put scripts or comments before their
+# <meta charset> exist (old CMS templates), and a longer scan costs nothing.
+META_SCAN_BYTES = 4096
+_HTTP_CHARSET_RE = re.compile(r"charset\s*=\s*[\"']?\s*([^\s\"';,]+)", re.I)
+_META_CHARSET_RE = re.compile(rb"<meta\b[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9][\w.:+-]{0,40})", re.I)
+_COMMENT_RE = re.compile(rb"<!--.*?(?:-->|\Z)", re.S)
+
+
+def decode_page(body: bytes, content_type: str | None) -> str:
+    """Bytes of an HTML page -> text: BOM, HTTP charset, ``<meta>`` charset, then sniffing
+    (see the module docstring). Never raises."""
+    for mark, encoding in BOMS:
+        if body.startswith(mark):
+            return body[len(mark):].decode(encoding, "replace")
+    header = _HTTP_CHARSET_RE.search(content_type or "")
+    labels = [header.group(1) if header else None, _meta_charset(body)]
+    declared = []
+    for label in labels:
+        codec = codec_name(label)
+        if codec is None:
+            continue
+        if _SINGLE_BYTE.fullmatch(codec) and not body.isascii() and _is_utf8(body):
+            codec = "utf-8"  # valid multi-byte UTF-8 is not meant as Latin-1 (encoding.py)
+        declared.append(codec)
+        for candidate in _CANDIDATES.get(codec, (codec,)):
+            try:
+                return body.decode(candidate)
+            except UnicodeDecodeError:
+                continue
+    if _is_utf8(body):
+        return body.decode("utf-8")
+    guess = _guess(body)
+    for candidate in _CANDIDATES.get(guess, (guess,)) if guess else ():
+        try:
+            return body.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    # Nothing decodes cleanly: a stray bad byte in a page that said what it is is likelier
+    # than a wrong label, so the first label wins, with replacement characters.
+    fallback = declared[0] if declared else guess or "utf-8"
+    return body.decode(_CANDIDATES.get(fallback, (fallback,))[-1], "replace")
+
+
+def _meta_charset(body: bytes) -> str | None:
+    """The charset a ``<meta>`` in the page's start declares (comments skipped). WHATWG
+    reads a declared UTF-16/32 as UTF-8: the bytes that spelled it out are ASCII."""
+    match = _META_CHARSET_RE.search(_COMMENT_RE.sub(b"", body[:META_SCAN_BYTES]))
+    if not match:
+        return None
+    label = match.group(1).decode("ascii").lower()
+    return "utf-8" if label.startswith(("utf-16", "utf-32", "ucs-2")) else label
+
+
+# --- extraction ------------------------------------------------------------------------
+
+# The page's text kept for the gate's interstitial checks: walls and challenges are short,
+# and a long page's chrome does not need to travel with the article.
+PAGE_TEXT_CHARS = 20_000
+# Markup (not text) that only challenge and captcha pages carry; the gate maps them.
+MARKUP_MARKERS = ("cf-browser-verification", "/cdn-cgi/challenge-platform/", "_cf_chl_opt",
+                  "g-recaptcha", "h-captcha", "cf-turnstile", "geetest")
+_TITLE_RE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.I | re.S)
+_LEADING_H1_RE = re.compile(r"\A\s*<h1\b[^>]*>.*?</h1>\s*", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """An article taken out of its page, and what the gate needs to know about the page.
+
+    ``html`` is clean (``clean_html``) with absolute URLs, ``""`` when nothing was found;
+    ``text`` its visible text; ``method`` "selector" or "trafilatura"; ``page_title`` the
+    page's ``<title>``; ``page_text`` the page's visible text (first ``PAGE_TEXT_CHARS``);
+    ``markers`` the ``MARKUP_MARKERS`` found in its markup."""
+    html: str
+    text: str
+    method: str
+    page_title: str = ""
+    page_text: str = ""
+    markers: tuple[str, ...] = ()
+
+    @property
+    def text_length(self) -> int:
+        """Visible characters of the article (a CJK character counts one)."""
+        return len(self.text)
+
+
+def check_selector(selector: str) -> str | None:
+    """Why ``selector`` is not a usable CSS selector (soupsieve's message), or None. For
+    config validation: ``extract`` raises ValueError on a bad one."""
+    try:
+        soupsieve.compile(selector)
+    except soupsieve.SelectorSyntaxError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def extract(html: str, url: str, *, content_selector: str | None = None,
+            remove_selectors: tuple[str, ...] = ()) -> Extracted | None:
+    """The article in ``html`` (a decoded page fetched from ``url``), or None for an empty
+    page. With ``content_selector`` the elements it matches, else trafilatura's choice;
+    ``remove_selectors`` matches are removed first either way. Raises ValueError for an
+    invalid selector."""
+    if not html.strip():
+        return None
+    for selector in (content_selector or "", *remove_selectors):
+        if selector and (problem := check_selector(selector)):
+            raise ValueError(f"invalid CSS selector {selector!r}: {problem}")
+    page = html
+    method = "selector" if content_selector else "trafilatura"
+    if content_selector or remove_selectors:
+        soup = BeautifulSoup(html, "lxml")
+        for selector in remove_selectors:
+            for element in soup.select(selector):
+                element.decompose()
+        page = str(soup)
+        raw = _select(soup, content_selector) if content_selector else _trafilatura(page, url)
+    else:
+        raw = _trafilatura(page, url)
+    article = clean_html(raw, base_url=url) if raw else ""
+    if method == "trafilatura":
+        # The page's headline: the item has it as its title already.
+        article = _LEADING_H1_RE.sub("", article, count=1)
+    title = _TITLE_RE.search(html[:65536])
+    lowered = html.lower()
+    return Extracted(
+        html=article,
+        text=html_to_text(article),
+        method=method,
+        page_title=html_to_text(title.group(1)) if title else "",
+        page_text=html_to_text(page)[:PAGE_TEXT_CHARS],
+        markers=tuple(m for m in MARKUP_MARKERS if m in lowered),
+    )
+
+
+def _select(soup: BeautifulSoup, selector: str) -> str:
+    taken = []
+    for element in soup.select(selector):  # document order
+        if not any(parent in taken for parent in element.parents):
+            taken.append(element)
+    return "".join(str(element) for element in taken)
+
+
+def _trafilatura(html: str, url: str) -> str:
+    import trafilatura  # imported on first use: it loads dateparser and friends (~0.5 s)
+
+    return trafilatura.extract(
+        html, url=url, output_format="html", include_images=True, include_links=True,
+        include_formatting=True, include_tables=True, include_comments=False,
+    ) or ""
+
+
+# --- should_fetch ----------------------------------------------------------------------
+
+SHORT_ITEM_CHARS = 200
+# A text cut by its feed: an ellipsis ("…", "...", "[…]", "[...]"), or a "read the rest"
+# link text, then nothing but punctuation, arrows and spaces ("Read more »", "阅读全文>>").
+TRUNCATED_RE = re.compile(
+    r"(?:…|\.\.\.|\[(?:…|\.\.\.)\]|阅读全文|查看全文|\bread\s+more|\bcontinue\s+reading)[\W_]*\Z",
+    re.I)
+_MORE_LINK_RE = re.compile(r"\A[\W_]*(?:阅读全文|查看全文|read\s+more\b|continue\s+reading\b)", re.I)
+# WordPress (Yoast and others) appends this after the excerpt.
+_APPEARED_FIRST_RE = re.compile(r"\s*The post .{1,400}? appeared first on .{1,200}?\Z", re.S)
+_LAST_LINK_RE = re.compile(r"<a\b[^>]*>((?:(?!<a\b).)*?)</a\s*>(?:(?!<a\b).)*\Z", re.I | re.S)
+
+
+def should_fetch(content_html: str, title: str, mode: str) -> bool:
+    """Whether an item needs its article page: ``mode`` "never", "always", or "auto"
+    (the item's own text is short or cut; see the module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"fulltext mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode == "always"
+    text = html_to_text(content_html)
+    heading = html_to_text(title)
+    if heading and text.startswith(heading):
+        text = text[len(heading):].lstrip()
+    return len(text) < SHORT_ITEM_CHARS or is_truncated(content_html)
+
+
+def is_truncated(content_html: str) -> bool:
+    """Whether the item's text ends like a text its feed cut (``TRUNCATED_RE``)."""
+    text = _APPEARED_FIRST_RE.sub("", html_to_text(content_html))
+    if TRUNCATED_RE.search(text):
+        return True
+    last = _LAST_LINK_RE.search(_APPEARED_FIRST_RE.sub("", content_html or ""))
+    link = html_to_text(last.group(1)) if last else ""
+    if not link or not text.endswith(link):
+        return False
+    return bool(_MORE_LINK_RE.match(link) or TRUNCATED_RE.search(text[:-len(link)].rstrip()))
+
+
+# --- gate ------------------------------------------------------------------------------
+
+MIN_CHARS = 300
+LITTLE_TEXT = 1000  # a not-found phrase near the top of less than this is a not-found page
+WALL_TAIL = 300  # login walls follow their teaser
+SUMMARY_PROBE = 50
+OPENING_CHARS = 1000
+OVERLAP_CHARS = 3000
+SUMMARY_OVERLAP = 0.5
+TITLE_OVERLAP = 0.3
+MIN_PROBE = 10  # normalized characters below which a summary says too little to compare
+
+# Phrases, lower-case; the first found is named in the reason.
+CLOUDFLARE = ("just a moment...", "checking your browser", "checking if the site connection is secure",
+              "attention required! | cloudflare", "enable javascript and cookies to continue")
+CAPTCHA = ("验证码", "captcha", "verify you are human", "人机验证", "安全验证", "are you a robot")
+LOGIN_WALL = ("请登录", "登录后查看", "登录后阅读", "登录后继续阅读", "登录后可查看", "sign in to continue",
+              "sign in to read", "log in to continue", "log in to read", "subscribe to read",
+              "subscribe to continue reading")
+NOT_FOUND = re.compile(r"(?<!\d)404(?!\d)|页面不存在|页面未找到|找不到页面|page not found|not found", re.I)
+_MARKER_KIND = {"cf-browser-verification": "Cloudflare challenge",
+                "/cdn-cgi/challenge-platform/": "Cloudflare challenge",
+                "_cf_chl_opt": "Cloudflare challenge", "g-recaptcha": "captcha",
+                "h-captcha": "captcha", "cf-turnstile": "captcha", "geetest": "captcha"}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether to use the extracted text, and why, e.g. "kept: 2,341 chars",
+    "too short (120 chars)", "login wall (请登录)", "HTTP 404"."""
+    use: bool
+    reason: str
+
+
+def gate(extracted: Extracted | None, *, title: str, summary: str, page_status: int) -> Verdict:
+    """Keep ``extracted`` instead of the item's own content? ``summary`` is that own
+    content (or its summary), HTML or text; ``page_status`` the page's final HTTP status.
+    The checks and their order are in the module docstring."""
+    if page_status >= 400:
+        return Verdict(False, f"HTTP {page_status}")
+    if extracted is None:
+        return Verdict(False, "nothing extracted")
+    length = extracted.text_length
+    if reason := _interstitial(extracted):
+        return Verdict(False, reason)
+    if length == 0:
+        return Verdict(False, "nothing extracted")
+    if length < MIN_CHARS:
+        return Verdict(False, f"too short ({length:,} chars)")
+    own = _APPEARED_FIRST_RE.sub("", html_to_text(summary))
+    if length < len(own):
+        return Verdict(False, f"shorter than the item's own text ({length:,} < {len(own):,} chars)")
+    if not matches(extracted.text, title=title, summary=own):
+        return Verdict(False, "does not match the summary" if _probe(own) else "does not match the title")
+    return Verdict(True, f"kept: {length:,} chars")
+
+
+def _interstitial(extracted: Extracted) -> str | None:
+    text = extracted.text.lower()
+    short = len(text) < MIN_CHARS
+    page = f"{extracted.page_title}\n{extracted.page_text}".lower() if short else ""
+    kinds = {_MARKER_KIND[m] for m in extracted.markers} if short else set()
+    if "Cloudflare challenge" in kinds or _first(CLOUDFLARE, page):
+        return "Cloudflare challenge"
+    if "captcha" in kinds or _first(CAPTCHA, page):
+        return "captcha"
+    if wall := _first(LOGIN_WALL, text[-WALL_TAIL:] + "\n" + page):
+        return f"login wall ({wall})"
+    if len(text) < LITTLE_TEXT:
+        found = NOT_FOUND.search(f"{extracted.page_title}\n{text[:200]}\n{page}")
+        if found:
+            return f"not found page ({found.group(0)})"
+    return None
+
+
+def _first(phrases: tuple[str, ...], text: str) -> str | None:
+    return next((phrase for phrase in phrases if phrase in text), None) if text else None
+
+
+# --- matching --------------------------------------------------------------------------
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_RUN_RE = re.compile(f"[{_CJK}]+|[^\\W_{_CJK}]+")
+_CJK_RE = re.compile(f"[{_CJK}]")
+
+
+def _runs(text: str) -> list[str]:
+    """Runs of CJK characters and of other letters/digits, NFKC case-folded."""
+    return _RUN_RE.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def _probe(summary: str) -> str:
+    """The summary's opening as compared: normalized, cut marker removed; "" when it
+    says too little to compare."""
+    probe = "".join(_runs(TRUNCATED_RE.sub("", summary.strip())))[:SUMMARY_PROBE]
+    return probe if len(probe) >= MIN_PROBE else ""
+
+
+def _tokens(text: str) -> set[str]:
+    found: set[str] = set()
+    for run in _runs(text):
+        if _CJK_RE.match(run):
+            found.update(run[i:i + 2] for i in range(max(1, len(run) - 1)))
+        elif len(run) >= 4 or run.isdigit():
+            found.add(run)
+    return found
+
+
+def _overlap(reference: str, text: str) -> float:
+    wanted = _tokens(reference)
+    return len(wanted & _tokens(text)) / len(wanted) if wanted else 0.0
+
+
+def matches(text: str, *, title: str, summary: str) -> bool:
+    """Whether an extracted ``text`` is the article that ``summary`` (else ``title``)
+    announces; True when neither says enough to compare (module docstring)."""
+    summary = html_to_text(summary)
+    if probe := _probe(summary):
+        opening = "".join(_runs(text[:OPENING_CHARS * 2]))[:OPENING_CHARS]
+        return probe in opening or _overlap(summary, text[:OVERLAP_CHARS]) >= SUMMARY_OVERLAP
+    if _tokens(title := html_to_text(title)):
+        return _overlap(title, text[:OVERLAP_CHARS]) >= TITLE_OVERLAP
+    return True
