@@ -22,11 +22,18 @@ Decisions (figures in docs/fulltext.md, measured by benchmarks/fulltext_choice.p
   charset is UTF-8 (the rule ``encoding.py`` applies to feeds). Never raises.
 - Extractor: trafilatura, chosen over readability-lxml by measurement. readability-lxml
   drops every element styled ``visibility: hidden``, which is how WeChat articles ship their
-  whole body (``#js_content``, shown by script), and keeps share bars that trafilatura
-  drops. trafilatura is called with images, links, formatting and tables kept, comments
-  not, and ``url`` so that it resolves image URLs; its output, like a selector's, goes
-  through ``clean.clean_html`` (allowlist, lazy images, tracking parameters, relative URLs
-  resolved against the page URL).
+  whole body (``#js_content``, shown by script), and elsewhere kept no more of the body and
+  more chrome (share bars, "Advertisement"). trafilatura is called with images, links,
+  formatting and tables kept, comments not, and ``url``; never its own downloader. Three
+  repairs, each measured: ``strip_boilerplate`` first removes the page's chrome (``JUNK_TAGS``
+  and containers named by ``JUNK_WORDS``, English and pinyin; never the densest paragraph
+  container or its ancestors) and turns layout tables into divs, as trafilatura otherwise
+  took a whole table-layout page, navigation and comments included; its XML output is
+  turned into HTML here, as its HTML output writes inline code as ``<pre>``; and hosts in
+  ``SITE_RULES`` use their selector (WeChat, whose headings trafilatura dropped). The
+  article, like a selector's, goes through ``clean.clean_html`` (allowlist, lazy images,
+  tracking parameters, relative URLs resolved against the page URL), and a leading
+  ``<h1>`` (the headline, which the item has as its title) is dropped.
 - A ``content_selector`` takes every element it matches, in document order (nested
   matches once), after ``remove_selectors`` matches are removed from the whole page, as
   Miniflux's scraper rules do. A selector that matches nothing gives an empty extraction
@@ -51,8 +58,10 @@ Decisions (figures in docs/fulltext.md, measured by benchmarks/fulltext_choice.p
 - "Matches": for a summary, its first ``SUMMARY_PROBE`` normalized characters occur in
   the first ``OPENING_CHARS`` of the extraction (summaries are mostly the article's
   opening, cut), or at least ``SUMMARY_OVERLAP`` of its tokens occur in the first
-  ``OVERLAP_CHARS`` (editor-written summaries). Without a summary, the title: at least
-  ``TITLE_OVERLAP`` of its tokens (titles are paraphrased more often than quoted).
+  ``OVERLAP_CHARS`` (editor-written summaries), or, failing both, ``TITLE_CONFIRMS`` of the
+  title's (a teaser that shares no words with the article). Without a summary, the title:
+  at least ``TITLE_OVERLAP`` of its tokens (titles are paraphrased more often than quoted;
+  sources without summaries, such as WeChat's, are the ones full text is for).
   Tokens are CJK character bigrams and Latin words of 4+ letters or numbers: character
   bigrams of English text match any other English text, and short words are mostly
   function words. Normalized text is NFKC, case-folded, letters and digits only.
@@ -63,16 +72,19 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from html import escape
+from urllib.parse import urlsplit
 
 import soupsieve
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, NavigableString, Tag
+from lxml import etree
 
 from .clean import clean_html
 from .encoding import _CANDIDATES, _SINGLE_BYTE, BOMS, _guess, _is_utf8, codec_name
 from .text import html_to_text
 
 __all__ = ["MODES", "Extracted", "Verdict", "check_selector", "decode_page", "extract", "gate",
-           "matches", "should_fetch"]
+           "matches", "should_fetch", "strip_boilerplate"]
 
 MODES = ("never", "always", "auto")
 
@@ -81,9 +93,9 @@ MODES = ("never", "always", "auto")
 # WHATWG's prescan reads 1,024 bytes; pages that put scripts or comments before their
 # <meta charset> exist (old CMS templates), and a longer scan costs nothing.
 META_SCAN_BYTES = 4096
-_HTTP_CHARSET_RE = re.compile(r"charset\s*=\s*[\"']?\s*([^\s\"';,]+)", re.I)
-_META_CHARSET_RE = re.compile(rb"<meta\b[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9][\w.:+-]{0,40})", re.I)
-_COMMENT_RE = re.compile(rb"<!--.*?(?:-->|\Z)", re.S)
+_HTTP_CHARSET_RE = re.compile(r"charset\s*=\s*[\"']?\s*([^\s\"';,]+)", re.IGNORECASE)
+_META_CHARSET_RE = re.compile(rb"<meta\b[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9][\w.:+-]{0,40})", re.IGNORECASE)
+_COMMENT_RE = re.compile(rb"<!--.*?(?:-->|\Z)", re.DOTALL)
 
 
 def decode_page(body: bytes, content_type: str | None) -> str:
@@ -139,8 +151,12 @@ PAGE_TEXT_CHARS = 20_000
 # Markup (not text) that only challenge and captcha pages carry; the gate maps them.
 MARKUP_MARKERS = ("cf-browser-verification", "/cdn-cgi/challenge-platform/", "_cf_chl_opt",
                   "g-recaptcha", "h-captcha", "cf-turnstile", "geetest")
-_TITLE_RE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.I | re.S)
-_LEADING_H1_RE = re.compile(r"\A\s*<h1\b[^>]*>.*?</h1>\s*", re.S)
+_TITLE_RE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_LEADING_H1_RE = re.compile(r"\A\s*<h1\b[^>]*>.*?</h1>\s*", re.DOTALL)
+# Built-in selectors for hosts whose article element is known and that trafilatura reads
+# badly: WeChat articles (mp.weixin.qq.com, most Chinese sources via RSSHub) keep the
+# body in #js_content, and trafilatura dropped its headings and kept the QR-code box.
+SITE_RULES = {"mp.weixin.qq.com": "#js_content"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +164,9 @@ class Extracted:
     """An article taken out of its page, and what the gate needs to know about the page.
 
     ``html`` is clean (``clean_html``) with absolute URLs, ``""`` when nothing was found;
-    ``text`` its visible text; ``method`` "selector" or "trafilatura"; ``page_title`` the
-    page's ``<title>``; ``page_text`` the page's visible text (first ``PAGE_TEXT_CHARS``);
-    ``markers`` the ``MARKUP_MARKERS`` found in its markup."""
+    ``text`` its visible text; ``method`` "selector", "site rule" or "trafilatura";
+    ``page_title`` the page's ``<title>``; ``page_text`` the page's visible text (first
+    ``PAGE_TEXT_CHARS``); ``markers`` the ``MARKUP_MARKERS`` found in its markup."""
     html: str
     text: str
     method: str
@@ -177,25 +193,26 @@ def check_selector(selector: str) -> str | None:
 def extract(html: str, url: str, *, content_selector: str | None = None,
             remove_selectors: tuple[str, ...] = ()) -> Extracted | None:
     """The article in ``html`` (a decoded page fetched from ``url``), or None for an empty
-    page. With ``content_selector`` the elements it matches, else trafilatura's choice;
-    ``remove_selectors`` matches are removed first either way. Raises ValueError for an
-    invalid selector."""
+    page. ``remove_selectors`` matches are removed first; then the elements
+    ``content_selector`` (else the ``SITE_RULES`` selector for the URL's host) matches, or
+    else trafilatura's choice from the page without its boilerplate (``strip_boilerplate``).
+    Raises ValueError for an invalid selector."""
     if not html.strip():
         return None
     for selector in (content_selector or "", *remove_selectors):
         if selector and (problem := check_selector(selector)):
             raise ValueError(f"invalid CSS selector {selector!r}: {problem}")
-    page = html
-    method = "selector" if content_selector else "trafilatura"
-    if content_selector or remove_selectors:
-        soup = BeautifulSoup(html, "lxml")
-        for selector in remove_selectors:
-            for element in soup.select(selector):
-                element.decompose()
-        page = str(soup)
-        raw = _select(soup, content_selector) if content_selector else _trafilatura(page, url)
+    soup = BeautifulSoup(html, "lxml")
+    page_text = _page_text(soup)
+    for selector in remove_selectors:
+        for element in soup.select(selector):
+            element.decompose()
+    rule = None if content_selector else SITE_RULES.get((urlsplit(url).hostname or "").lower())
+    if content_selector or rule:
+        method, raw = ("selector" if content_selector else "site rule"), _select(soup, content_selector or rule)
     else:
-        raw = _trafilatura(page, url)
+        _prune(soup)
+        method, raw = "trafilatura", _trafilatura(str(soup), url)
     article = clean_html(raw, base_url=url) if raw else ""
     if method == "trafilatura":
         # The page's headline: the item has it as its title already.
@@ -207,26 +224,164 @@ def extract(html: str, url: str, *, content_selector: str | None = None,
         text=html_to_text(article),
         method=method,
         page_title=html_to_text(title.group(1)) if title else "",
-        page_text=html_to_text(page)[:PAGE_TEXT_CHARS],
+        page_text=page_text,
         markers=tuple(m for m in MARKUP_MARKERS if m in lowered),
     )
 
 
+def _page_text(soup: BeautifulSoup) -> str:
+    """The page's visible text (bs4 leaves out scripts, styles and comments), whitespace
+    collapsed, up to ``PAGE_TEXT_CHARS``: read only as far as needed."""
+    parts, size = [], 0
+    for string in soup.strings:
+        if piece := " ".join(string.split()):
+            parts.append(piece)
+            size += len(piece) + 1
+            if size >= PAGE_TEXT_CHARS:
+                break
+    return " ".join(parts)[:PAGE_TEXT_CHARS]
+
+
 def _select(soup: BeautifulSoup, selector: str) -> str:
-    taken = []
+    taken: list[Tag] = []
+    ids: set[int] = set()  # bs4 compares tags by content, recursively: identity here
     for element in soup.select(selector):  # document order
-        if not any(parent in taken for parent in element.parents):
+        if not any(id(parent) in ids for parent in element.parents):
             taken.append(element)
+            ids.add(id(element))
     return "".join(str(element) for element in taken)
 
 
 def _trafilatura(html: str, url: str) -> str:
-    import trafilatura  # imported on first use: it loads dateparser and friends (~0.5 s)
+    import trafilatura  # on first use: it loads dateparser and friends (~0.1 s)
 
-    return trafilatura.extract(
-        html, url=url, output_format="html", include_images=True, include_links=True,
+    xml = trafilatura.extract(
+        html, url=url, output_format="xml", include_images=True, include_links=True,
         include_formatting=True, include_tables=True, include_comments=False,
-    ) or ""
+    )
+    return _xml_to_html(xml) if xml else ""
+
+
+# trafilatura's XML -> HTML, instead of its own HTML output, which writes every <code> as
+# <pre>: inline code split its paragraph in three and code blocks came out as <pre><pre>.
+_HI = {"#b": "strong", "#i": "em", "#u": "u", "#t": "code", "#sub": "sub", "#sup": "sup"}
+_RENAMED = {"p": "p", "item": "li", "quote": "blockquote", "lb": "br", "row": "tr", "table": "table",
+            "del": "del"}
+_IMAGE_ATTRIBUTES = ("src", "alt", "title")
+# Our own serialization, but of text from the page: no entities, no size limit surprises.
+_XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+
+
+def _xml_to_html(xml: str) -> str:
+    main = etree.fromstring(xml.encode("utf-8"), _XML_PARSER).find("main")
+    if main is None:
+        return ""
+    for element in main.iterdescendants():  # document order: a parent is renamed first
+        old, attrs = element.tag, dict(element.attrib)
+        element.attrib.clear()
+        rend = attrs.get("rend", "")
+        if old == "head":
+            element.tag = rend if re.fullmatch(r"h[1-6]", rend) else "h3"
+        elif old == "list":
+            element.tag = "ol" if rend == "ol" else "ul"
+        elif old == "hi":
+            element.tag = _HI.get(rend, "em")
+        elif old == "code":  # a block of its own, or several lines: <pre>; else inline
+            block = element.getparent() is main or "\n" in "".join(element.itertext())
+            element.tag = "pre" if block else "code"
+        elif old == "cell":
+            element.tag = "th" if attrs.get("role") == "head" else "td"
+        elif old == "ref":
+            element.tag = "a"
+            if attrs.get("target"):
+                element.set("href", attrs["target"])
+        elif old == "graphic":
+            element.tag = "img"
+            for name in _IMAGE_ATTRIBUTES:
+                if attrs.get(name):
+                    element.set(name, attrs[name])
+        else:
+            element.tag = _RENAMED.get(old, "span")
+    lead = escape(main.text or "", quote=False)
+    return lead + "".join(etree.tostring(child, method="html", encoding="unicode") for child in main)
+
+
+# --- boilerplate -----------------------------------------------------------------------
+
+# Removed before the library sees the page (the measured gain is in docs/fulltext.md): the
+# page's chrome by tag, and containers whose class or id has a part (split at "-", "_",
+# spaces) naming chrome, English or the pinyin Chinese templates use (pinglun 评论,
+# fenxiang 分享, xgyd 相关阅读, tuijian 推荐, rdph 热点排行, guanggao 广告, erweima 二维码).
+JUNK_TAGS = frozenset({"nav", "aside", "footer", "form", "button", "select", "textarea"})
+JUNK_CONTAINERS = frozenset({"div", "section", "ul", "ol", "dl", "table", "header", *JUNK_TAGS})
+JUNK_WORDS = frozenset([
+    "comment", "comments", "cmt", "discuss", "pinglun", "share", "sharing", "fenxiang", "bdshare",
+    "related", "xgyd", "xgxw", "recommend", "tuijian", "hot", "rdph", "paihang", "ranking",
+    "sidebar", "rail", "footer", "copyright", "breadcrumb", "breadcrumbs", "crumbs", "navbar",
+    "topnav", "menu", "toolbar", "ad", "ads", "advert", "advertisement", "guanggao", "qr",
+    "qrcode", "erweima", "prevnext", "newsletter", "subscribe", "login", "popup", "modal",
+    "cookie", "masthead", "header", "meta", "tag", "tags",
+])
+_PARTS_RE = re.compile(r"[-_\s]+")
+# Children that make their parent look like an article body: the densest is protected.
+_PARAGRAPHS = frozenset({"p", "pre", "blockquote", "ul", "ol", "table", "h2", "h3", "h4", "h5", "h6"})
+# A table cell holding these lays out a page; trafilatura then takes the whole table.
+_LAYOUT = ["div", "table", "h1", "h2", "h3", "ul", "ol", "form"]
+
+
+def strip_boilerplate(html: str) -> str:
+    """The page without its chrome, as ``extract`` gives it to trafilatura."""
+    soup = BeautifulSoup(html, "lxml")
+    _prune(soup)
+    return str(soup)
+
+
+def _prune(soup: BeautifulSoup) -> None:
+    """Remove chrome (``JUNK_TAGS``, ``JUNK_WORDS`` containers) except the densest
+    paragraph container and its ancestors (themes put ``tag-…`` classes on a post's
+    wrapper, ASP.NET wraps whole pages in a ``<form>``), then turn layout tables into divs."""
+    anchor = _densest(soup)
+    protected = {id(anchor), *map(id, anchor.parents)} if anchor else set()
+    stack: list[Tag] = [soup]
+    while stack:  # top-down, skipping what was removed; not recursive (deep pages)
+        for child in list(stack.pop().children):
+            if isinstance(child, Tag):
+                if id(child) not in protected and _is_junk(child):
+                    child.decompose()
+                else:
+                    stack.append(child)
+    for table in soup.find_all("table"):
+        parts = [e for e in table.find_all(["tbody", "thead", "tfoot", "tr", "td", "th", "caption"])
+                 if e.find_parent("table") is table]
+        if any(e.name in ("td", "th") and (e.find(_LAYOUT) or len(e.find_all("p")) >= 3) for e in parts):
+            for element in (table, *parts):
+                element.name, element.attrs = "div", {}
+
+
+def _is_junk(element: Tag) -> bool:
+    if element.name in JUNK_TAGS:
+        return True
+    if element.name not in JUNK_CONTAINERS:
+        return False
+    classes = element.get("class") or []
+    words = " ".join([*([classes] if isinstance(classes, str) else classes), str(element.get("id") or "")])
+    return any(part in JUNK_WORDS for part in _PARTS_RE.split(words.lower()))
+
+
+def _densest(soup: BeautifulSoup) -> Tag | None:
+    """The element whose own paragraphs (and loose text, for <br>-separated pages) hold
+    the most text."""
+    best, most = None, 0
+    for element in soup.find_all(True):
+        size = 0
+        for child in element.children:
+            if type(child) is NavigableString:  # not comments, scripts, styles
+                size += len(child.strip())
+            elif isinstance(child, Tag) and child.name in _PARAGRAPHS:
+                size += len(child.get_text(strip=True))
+        if size > most:
+            best, most = element, size
+    return best
 
 
 # --- should_fetch ----------------------------------------------------------------------
@@ -236,11 +391,11 @@ SHORT_ITEM_CHARS = 200
 # link text, then nothing but punctuation, arrows and spaces ("Read more »", "阅读全文>>").
 TRUNCATED_RE = re.compile(
     r"(?:…|\.\.\.|\[(?:…|\.\.\.)\]|阅读全文|查看全文|\bread\s+more|\bcontinue\s+reading)[\W_]*\Z",
-    re.I)
-_MORE_LINK_RE = re.compile(r"\A[\W_]*(?:阅读全文|查看全文|read\s+more\b|continue\s+reading\b)", re.I)
+    re.IGNORECASE)
+_MORE_LINK_RE = re.compile(r"\A[\W_]*(?:阅读全文|查看全文|read\s+more\b|continue\s+reading\b)", re.IGNORECASE)
 # WordPress (Yoast and others) appends this after the excerpt.
-_APPEARED_FIRST_RE = re.compile(r"\s*The post .{1,400}? appeared first on .{1,200}?\Z", re.S)
-_LAST_LINK_RE = re.compile(r"<a\b[^>]*>((?:(?!<a\b).)*?)</a\s*>(?:(?!<a\b).)*\Z", re.I | re.S)
+_APPEARED_FIRST_RE = re.compile(r"\s*The post .{1,400}? appeared first on .{1,200}?\Z", re.DOTALL)
+_LAST_LINK_RE = re.compile(r"<a\b[^>]*>((?:(?!<a\b).)*?)</a\s*>(?:(?!<a\b).)*\Z", re.IGNORECASE | re.DOTALL)
 
 
 def should_fetch(content_html: str, title: str, mode: str) -> bool:
@@ -254,10 +409,10 @@ def should_fetch(content_html: str, title: str, mode: str) -> bool:
     heading = html_to_text(title)
     if heading and text.startswith(heading):
         text = text[len(heading):].lstrip()
-    return len(text) < SHORT_ITEM_CHARS or is_truncated(content_html)
+    return len(text) < SHORT_ITEM_CHARS or _is_truncated(content_html)
 
 
-def is_truncated(content_html: str) -> bool:
+def _is_truncated(content_html: str) -> bool:
     """Whether the item's text ends like a text its feed cut (``TRUNCATED_RE``)."""
     text = _APPEARED_FIRST_RE.sub("", html_to_text(content_html))
     if TRUNCATED_RE.search(text):
@@ -279,16 +434,22 @@ OPENING_CHARS = 1000
 OVERLAP_CHARS = 3000
 SUMMARY_OVERLAP = 0.5
 TITLE_OVERLAP = 0.3
+TITLE_CONFIRMS = 0.6  # a title this close rescues a summary that is an editor's teaser
 MIN_PROBE = 10  # normalized characters below which a summary says too little to compare
 
 # Phrases, lower-case; the first found is named in the reason.
 CLOUDFLARE = ("just a moment...", "checking your browser", "checking if the site connection is secure",
               "attention required! | cloudflare", "enable javascript and cookies to continue")
-CAPTCHA = ("验证码", "captcha", "verify you are human", "人机验证", "安全验证", "are you a robot")
+# WeChat answers scrapers with "环境异常 … 完成验证后即可继续访问".
+CAPTCHA = ("验证码", "captcha", "verify you are human", "人机验证", "安全验证", "are you a robot",
+           "完成验证后即可继续访问")
 LOGIN_WALL = ("请登录", "登录后查看", "登录后阅读", "登录后继续阅读", "登录后可查看", "sign in to continue",
               "sign in to read", "log in to continue", "log in to read", "subscribe to read",
               "subscribe to continue reading")
-NOT_FOUND = re.compile(r"(?<!\d)404(?!\d)|页面不存在|页面未找到|找不到页面|page not found|not found", re.I)
+# Said by not-found pages; the bare forms only count in a short page's title and opening.
+NOT_FOUND = re.compile(r"页面不存在|页面未找到|找不到页面|已被发布者删除|内容已被删除|page not found|"
+                       r"page does not exist", re.IGNORECASE)
+NOT_FOUND_BARE = re.compile(r"(?<!\d)404(?!\d)|not found", re.IGNORECASE)
 _MARKER_KIND = {"cf-browser-verification": "Cloudflare challenge",
                 "/cdn-cgi/challenge-platform/": "Cloudflare challenge",
                 "_cf_chl_opt": "Cloudflare challenge", "g-recaptcha": "captcha",
@@ -329,7 +490,7 @@ def gate(extracted: Extracted | None, *, title: str, summary: str, page_status: 
 def _interstitial(extracted: Extracted) -> str | None:
     text = extracted.text.lower()
     short = len(text) < MIN_CHARS
-    page = f"{extracted.page_title}\n{extracted.page_text}".lower() if short else ""
+    page = f"{extracted.page_title}\n{extracted.page_text}\n{text}".lower() if short else ""
     kinds = {_MARKER_KIND[m] for m in extracted.markers} if short else set()
     if "Cloudflare challenge" in kinds or _first(CLOUDFLARE, page):
         return "Cloudflare challenge"
@@ -337,11 +498,10 @@ def _interstitial(extracted: Extracted) -> str | None:
         return "captcha"
     if wall := _first(LOGIN_WALL, text[-WALL_TAIL:] + "\n" + page):
         return f"login wall ({wall})"
-    if len(text) < LITTLE_TEXT:
-        found = NOT_FOUND.search(f"{extracted.page_title}\n{text[:200]}\n{page}")
-        if found:
-            return f"not found page ({found.group(0)})"
-    return None
+    top = f"{extracted.page_title}\n{text[:200]}"
+    found = (NOT_FOUND.search(top) if len(text) < LITTLE_TEXT else None) or (
+        short and (NOT_FOUND.search(page) or NOT_FOUND_BARE.search(top)))
+    return f"not found page ({found.group(0)})" if found else None
 
 
 def _first(phrases: tuple[str, ...], text: str) -> str | None:
@@ -383,12 +543,15 @@ def _overlap(reference: str, text: str) -> float:
 
 
 def matches(text: str, *, title: str, summary: str) -> bool:
-    """Whether an extracted ``text`` is the article that ``summary`` (else ``title``)
-    announces; True when neither says enough to compare (module docstring)."""
-    summary = html_to_text(summary)
+    """Whether an extracted ``text`` is the article that ``summary`` and ``title``
+    announce; True when neither says enough to compare (module docstring)."""
+    summary, title = html_to_text(summary), html_to_text(title)
+    opening = text[:OVERLAP_CHARS]
     if probe := _probe(summary):
-        opening = "".join(_runs(text[:OPENING_CHARS * 2]))[:OPENING_CHARS]
-        return probe in opening or _overlap(summary, text[:OVERLAP_CHARS]) >= SUMMARY_OVERLAP
-    if _tokens(title := html_to_text(title)):
-        return _overlap(title, text[:OVERLAP_CHARS]) >= TITLE_OVERLAP
+        squeezed = "".join(_runs(text[:OPENING_CHARS * 2]))[:OPENING_CHARS]
+        if probe in squeezed or _overlap(summary, opening) >= SUMMARY_OVERLAP:
+            return True
+        return bool(_tokens(title)) and _overlap(title, opening) >= TITLE_CONFIRMS
+    if _tokens(title):
+        return _overlap(title, opening) >= TITLE_OVERLAP
     return True
