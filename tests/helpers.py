@@ -36,3 +36,16 @@ def load_post(path: Path):
 
 def mtimes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+_RSS = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>{name}</title><link>https://{name}.example/</link><description>d</description>
+{items}</channel></rss>"""
+_ITEM = """<item><title>{name} story {n}</title><link>https://{name}.example/{n}</link><guid>{name}-{n}</guid>
+<pubDate>Tue, 24 Nov 2026 {n:02d}:00:00 GMT</pubDate><description><![CDATA[<p>{name} body {n}</p>]]></description></item>
+"""
+
+
+def numbered_feed(name: str, count: int) -> bytes:
+    """An RSS feed ``name`` with items 1..count ("<name> story <n>", guid "<name>-<n>")."""
+    return _RSS.format(name=name, items="".join(_ITEM.format(name=name, n=n) for n in range(1, count + 1))).encode()

@@ -20,20 +20,12 @@ from aggregator.daemon import DaemonLock, running_pid
 from aggregator.notify import Notifier
 from aggregator.pipeline import Pipeline
 from tests.conftest import write_config
+from tests.helpers import numbered_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "https://feeds.example.org/"
 
-RSS = """<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>{name}</title><link>https://{name}.example/</link><description>d</description>
-{items}</channel></rss>"""
-ITEM = """<item><title>{name} story {n}</title><link>https://{name}.example/{n}</link><guid>{name}-{n}</guid>
-<pubDate>Tue, 24 Nov 2026 {n:02d}:00:00 GMT</pubDate><description><![CDATA[<p>{name} body {n}</p>]]></description></item>
-"""
-
-
-def feed(name: str, count: int) -> bytes:
-    return RSS.format(name=name, items="".join(ITEM.format(name=name, n=n) for n in range(1, count + 1))).encode()
+feed = numbered_feed
 
 
 def env() -> dict[str, str]:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import numbered_feed
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "aggregator.service"
 SYSUSERS = ROOT / "deploy" / "aggregator.sysusers"
@@ -392,16 +394,7 @@ def test_sandbox_refuses_what_the_unit_forbids_and_workers_still_limit_their_mem
     assert got["worker_limit"] == got["expected"]
 
 
-RSS = """<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>{name}</title><link>https://{name}.example/</link><description>d</description>
-{items}</channel></rss>"""
-ITEM = """<item><title>{name} story {n}</title><link>https://{name}.example/{n}</link><guid>{name}-{n}</guid>
-<pubDate>Tue, 24 Nov 2026 {n:02d}:00:00 GMT</pubDate><description><![CDATA[<p>{name} body {n}</p>]]></description></item>
-"""
-
-
-def rss(name: str, count: int) -> bytes:
-    return RSS.format(name=name, items="".join(ITEM.format(name=name, n=n) for n in range(1, count + 1))).encode()
+rss = numbered_feed
 
 
 class Systemd:
