@@ -290,3 +290,36 @@ def test_run_serve_serves_what_the_daemon_publishes_and_stops_on_sigterm(tmp_pat
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_serve_command_serves_the_output_folder_and_stops_on_sigterm(tmp_path, server):
+    import http.client
+    import signal
+    import time
+
+    server.add("/m.xml", rss("m", [(1, "one", "body one")]))
+    path = write_config(tmp_path / "config.toml", sources(server)[:1], base_url=BASE)
+    run_cli(path, "poll")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AGGREGATOR_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "aggregator", "--config", str(path), "serve", "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            found = re.search(r"on http://127\.0\.0\.1:(\d+)/", proc.stderr.readline())
+            port = int(found.group(1)) if found else None
+        assert port, "serve did not say where it listens"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/", headers={"Accept-Encoding": "br"})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        assert response.status == 200 and response.getheader("Content-Type") == "text/html; charset=utf-8"
+        assert response.getheader("Content-Encoding") == "br" and body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
