@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,6 +43,7 @@ log = logging.getLogger("aggregator")
 
 PARSE_TIMEOUT = 120.0  # seconds one body may spend in a worker before its source fails
 UNCHANGED_BATCH = 200  # 304s recorded per transaction
+MIN_BODIES_IN_FLIGHT = 16  # fetched bodies waiting for a parse worker, at least
 
 
 def utcnow() -> datetime:
@@ -191,14 +192,23 @@ class Pipeline:
                 else:
                     todo.append(src)
 
+            # At most this many fetched bodies wait for (or are in) the parse workers; the
+            # fetch threads wait for a slot, so a cycle over 10,000 sources never holds
+            # thousands of bodies in memory at once.
+            slots = threading.BoundedSemaphore(max(MIN_BODIES_IN_FLIGHT, 4 * (os.cpu_count() or 1)))
+
             def fetch_one(source: Source) -> _Outcome:
                 state = states[source.name]
+                slots.acquire()
                 try:
                     got = self.fetcher.fetch(
                         state.moved_to or source.url, state.validators, source=source.name, options=source.options
                     )
                 except AggregatorError as e:
                     return _Outcome(source, error=e)
+                except BaseException:
+                    slots.release()
+                    raise
                 if isinstance(got, NotModified):
                     return _Outcome(source, not_modified=got)
                 same = state.body_hash is not None and _body_hash(got.body) == state.body_hash
@@ -213,7 +223,10 @@ class Pipeline:
                 writer."""
                 for item in [p for p in pending if block or p[2].done()]:
                     pending.remove(item)
-                    result = self._finish_one(store, states[item[0].name], *item)
+                    try:
+                        result = self._finish_one(store, states[item[0].name], *item)
+                    finally:
+                        slots.release()
                     if result.posts:
                         posts.extend(result.posts)
                     results.append(result.result)
@@ -225,31 +238,43 @@ class Pipeline:
                 # on the import lock instead of fetching
                 _ = self.fetcher
             with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
-                futures = [threads.submit(fetch_one, s) for s in todo]
-                for done in as_completed(futures):
-                    outcome = done.result()
-                    src, state, now = outcome.source, states[outcome.source.name], self.clock()
-                    before = len(results)
-                    if outcome.error is not None:
-                        results.append(self._failed(store, src, state, outcome.error, now))
-                    elif outcome.not_modified is not None or outcome.same_body:
-                        got = outcome.not_modified or outcome.fetched
-                        moved = self._moved(src, state, got.permanent_url)
-                        hints = (state.ttl_minutes, state.update_period, state.update_frequency)
-                        next_at = self._next(src, now, Outcome("not-modified", headers=got.headers, ttl_minutes=hints[0],
-                                                               update_period=hints[1], update_frequency=hints[2]))
-                        # batched: one commit for many 304s (flushed below and at the end)
-                        unchanged.append((src.name, src.url, dict(now=now, validators=got.validators, body_hash=None,
-                                                                  next_poll=next_at, moved_to=moved)))
-                        results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at, moved_to=moved))
-                    else:
-                        f = outcome.fetched
-                        pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
-                    if on_result and len(results) > before:
-                        on_result(results[-1])
-                    if len(unchanged) >= UNCHANGED_BATCH:
-                        store.record_successes(unchanged)
-                        unchanged.clear()
+                fetching = {threads.submit(fetch_one, s) for s in todo}
+                while fetching or pending:
+                    done, _ = wait(fetching | {p[2] for p in pending}, timeout=PARSE_TIMEOUT,
+                                   return_when=FIRST_COMPLETED)
+                    if not done:  # a parse stuck past its limit: finish() times it out
+                        finish(block=True)
+                        continue
+                    for future in done & fetching:
+                        fetching.discard(future)
+                        outcome = future.result()
+                        src, state, now = outcome.source, states[outcome.source.name], self.clock()
+                        before = len(results)
+                        if outcome.error is not None:
+                            slots.release()
+                            results.append(self._failed(store, src, state, outcome.error, now))
+                        elif outcome.not_modified is not None or outcome.same_body:
+                            slots.release()
+                            got = outcome.not_modified or outcome.fetched
+                            moved = self._moved(src, state, got.permanent_url)
+                            hints = (state.ttl_minutes, state.update_period, state.update_frequency)
+                            next_at = self._next(src, now, Outcome("not-modified", headers=got.headers,
+                                                                   ttl_minutes=hints[0], update_period=hints[1],
+                                                                   update_frequency=hints[2]))
+                            # batched: one commit for many 304s (flushed below and at the end)
+                            unchanged.append((src.name, src.url, dict(now=now, validators=got.validators,
+                                                                      body_hash=None, next_poll=next_at,
+                                                                      moved_to=moved)))
+                            results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at,
+                                                        moved_to=moved))
+                        else:
+                            f = outcome.fetched
+                            pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
+                        if on_result and len(results) > before:
+                            on_result(results[-1])
+                        if len(unchanged) >= UNCHANGED_BATCH:
+                            store.record_successes(unchanged)
+                            unchanged.clear()
                     finish(block=False)
 
             store.record_successes(unchanged)
