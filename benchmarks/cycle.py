@@ -1,19 +1,25 @@
-"""Benchmark one poll cycle of aggregator, as whole processes, against the parsing floor.
+"""Benchmark one poll cycle of aggregator and of the `reader` library, as whole processes.
 
-    /tmp/venv/bin/python benchmarks/cycle.py                  # 250 sources
+    /tmp/venv/bin/python benchmarks/cycle.py                  # 250 sources, ours + reader
     /tmp/venv/bin/python benchmarks/cycle.py --sources 250 1000 --repeat 3
+    /tmp/venv/bin/python benchmarks/cycle.py --peer none      # ours only (quicker)
 
 For each N: serve the corpus from a loopback HTTP server in this process (file i % len at
 /feed/<i>, ETag + Last-Modified + 304), write a config with N sources over 10 categories,
-then time, as separate processes:
-  floor    feedparser.parse(io.BytesIO(body)) of the N bodies, one process, no network/storage
-  cold     `python -m aggregator --config X poll` on an empty data dir (fetch..publish)
-  publish  `python -m aggregator --config X publish` right after (nothing changed)
-  warm     `poll` again: every source answers 304
-Prints a Markdown table and writes benchmarks/results/latest.{json,md}.
+then time, as separate processes, against that one server:
+  floor         feedparser.parse(io.BytesIO(body)) of the N bodies, one process, no network/storage
+  cold          `python -m aggregator --config X poll` on an empty data dir (fetch..publish)
+  publish       `python -m aggregator --config X publish` right after (nothing changed)
+  warm          `poll` again: every source answers 304
+  reader cold   `python -m reader --db DB update --no-scheduled --workers 8` on a fresh
+                database whose N feeds were added (untimed) by make_reader(DB).add_feed(url)
+  reader warm   the same command again: every source answers 304
+Prints a Markdown table with the ratios ours/floor and ours/reader, and the issue's
+targets met or not, and writes benchmarks/results/latest.{json,md}.
 
-Owns: the server, the process accounting and the report. Must not: import aggregator (it
-is measured from the outside, like a user runs it) or reach anything but 127.0.0.1.
+Owns: the server, the process accounting and the report. Must not: import aggregator or
+reader (both are measured from the outside, like a user runs them) or reach anything but
+127.0.0.1.
 
 Accounting (Linux): this process makes itself a child subreaper, so the parse-worker
 forkserver, which outlives `poll` by a moment, is reparented to us and reaped here; CPU is
@@ -30,8 +36,10 @@ import email.utils
 import gzip
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import resource
 import signal
 import sqlite3
@@ -42,13 +50,15 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 CATEGORIES = 10
+READER_WORKERS = 8  # the issue's command: `python -m reader update --no-scheduled --workers 8`
 PAGE = os.sysconf("SC_PAGE_SIZE")
 _TYPES = {".json": "application/feed+json", ".atom": "application/atom+xml", ".rdf": "application/rdf+xml"}
 
@@ -76,6 +86,36 @@ t2 = time.perf_counter()
 print(json.dumps({"entries": entries, "setup_s": t1 - t0, "parse_s": t2 - t1}))
 """
 
+# The peer's set-up and read-back, each its own process (reader is never imported here).
+# Adding the feeds is not timed: it is the user's one-off `reader add`, not a cycle.
+READER_SETUP = r"""
+import json, sys
+from reader import make_reader
+reader = make_reader(sys.argv[1])
+for url in json.load(open(sys.argv[2])):
+    reader.add_feed(url)
+reader.close()
+"""
+
+READER_STATE = r"""
+import json, sys
+from reader import make_reader
+reader = make_reader(sys.argv[1])
+feeds = reader.get_feed_counts()
+errors = {}
+for feed in reader.get_feeds(broken=True):
+    e = feed.last_exception
+    # the message without the feed's URL, so one kind of error is one key
+    key = f"{e.type_name}: {e.value_str.replace(repr(feed.url), '<url>')[:200]}" if e else "?"
+    errors[key] = errors.get(key, 0) + 1
+print(json.dumps({"entries": reader.get_entry_counts().total, "feeds": feeds.total, "broken": feeds.broken,
+                  "never_updated": reader.get_feed_counts(new=True).total, "errors": errors}))
+reader.close()
+"""
+
+# The last line `reader update` prints (click strips the colours when stdout is a file).
+READER_STATUS = re.compile(r"(\d+) ok, (\d+) error, (\d+) not modified; entries: (\d+) new, (\d+) modified")
+
 
 # -- the loopback server ---------------------------------------------------------------
 
@@ -91,9 +131,11 @@ class CorpusServer:
         self.etags = ['"' + hashlib.sha256(b).hexdigest()[:16] + '"' for b in self.bodies]
         self.last_modified = email.utils.formatdate(time.time() - 86400, usegmt=True)
         self.status: dict[int, int] = {}
+        self.conditional = 0  # requests carrying If-None-Match or If-Modified-Since
+        self.connections = 0  # TCP connections accepted (fewer than requests: keep-alive reuse)
         self.bytes_sent = 0
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.corpus = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -103,11 +145,12 @@ class CorpusServer:
 
     def take_counts(self) -> dict:
         with self.lock:
-            out = {"status": {str(k): v for k, v in sorted(self.status.items())}, "bytes": self.bytes_sent}
-            self.status, self.bytes_sent = {}, 0
+            out = {"status": {str(k): v for k, v in sorted(self.status.items())}, "conditional": self.conditional,
+                   "connections": self.connections, "bytes": self.bytes_sent}
+            self.status, self.conditional, self.connections, self.bytes_sent = {}, 0, 0, 0
         return out
 
-    def __enter__(self) -> CorpusServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -117,6 +160,13 @@ class CorpusServer:
         self.thread.join(timeout=5)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: eight clients opening a connection per 304 at once
+    # overflow it, the kernel drops the SYN, and the client retries it a whole second later
+    # (seen: a 0.5 s warm cycle taking 1.5 s). The kernel caps this at net.core.somaxconn.
+    request_queue_size = 1024
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real feed servers do
     timeout = 30
@@ -124,6 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+    def setup(self) -> None:  # once per connection; do_GET runs once per request on it
+        super().setup()
+        srv: CorpusServer = self.server.corpus  # type: ignore[attr-defined]
+        with srv.lock:
+            srv.connections += 1
 
     def do_GET(self) -> None:
         srv: CorpusServer = self.server.corpus  # type: ignore[attr-defined]
@@ -149,11 +205,19 @@ class _Handler(BaseHTTPRequestHandler):
             return "*" in tags or etag in tags
         ims = self.headers.get("If-Modified-Since")
         try:
-            return bool(ims) and email.utils.parsedate_to_datetime(last_modified) <= email.utils.parsedate_to_datetime(ims)
+            since = email.utils.parsedate_to_datetime(ims) if ims else None
+            return since is not None and email.utils.parsedate_to_datetime(last_modified) <= since
         except (TypeError, ValueError):
             return False
 
     def _send(self, srv: CorpusServer, status: int, body: bytes, headers: dict[str, str]) -> None:
+        # Counted before the first byte goes out: once a client has its answer, the count is
+        # there (take_counts right after the client's process ends never misses a request).
+        conditional = "If-None-Match" in self.headers or "If-Modified-Since" in self.headers
+        with srv.lock:
+            srv.status[status] = srv.status.get(status, 0) + 1
+            srv.conditional += conditional
+            srv.bytes_sent += len(body)
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -162,9 +226,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if status != 304:
             self.wfile.write(body)
-        with srv.lock:
-            srv.status[status] = srv.status.get(status, 0) + 1
-            srv.bytes_sent += len(body)
 
 
 # -- process accounting -----------------------------------------------------------------
@@ -213,7 +274,7 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_phase(cmd: list[str], *, timeout: float, stdout=subprocess.DEVNULL, env=None) -> Phase:
+def run_phase(cmd: list[str], *, timeout: float, stdout=subprocess.DEVNULL, env=None, cwd: Path = REPO) -> Phase:
     """Run ``cmd`` to the end (killed after ``timeout``), reap every descendant, account."""
     peak_tree = 0
     stop = threading.Event()
@@ -227,7 +288,7 @@ def run_phase(cmd: list[str], *, timeout: float, stdout=subprocess.DEVNULL, env=
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     sampler = threading.Thread(target=sample, daemon=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True, cwd=REPO, env=env)
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True, cwd=cwd, env=env)
     sampler.start()
     def kill() -> None:
         try:
@@ -261,7 +322,8 @@ def run_phase(cmd: list[str], *, timeout: float, stdout=subprocess.DEVNULL, env=
     drain.join(timeout=5)
     self1 = resource.getrusage(resource.RUSAGE_SELF)
     if proc.returncode != 0:
-        sys.stderr.write(f"{' '.join(cmd)} exited {proc.returncode}:\n{b''.join(err).decode(errors='replace')[-3000:]}\n")
+        tail = b"".join(err).decode(errors="replace")[-3000:]
+        sys.stderr.write(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}\n")
     return Phase(
         wall_s=wall,
         cpu_s=sum(u.ru_utime + u.ru_stime for u in usages),
@@ -278,12 +340,12 @@ def run_phase(cmd: list[str], *, timeout: float, stdout=subprocess.DEVNULL, env=
 # -- one size ---------------------------------------------------------------------------
 
 
-def write_config(path: Path, server: CorpusServer, n: int, concurrency: int | None) -> Path:
+def write_config(path: Path, server: CorpusServer, n: int, concurrency: int | None, host_concurrency: int) -> Path:
     def q(s: str) -> str:
         return json.dumps(s)  # a JSON string of ASCII is a valid TOML basic string
 
     lines = ['data_dir = "data"', 'output_dir = "out"', 'base_url = "https://feeds.example.org/"',
-             "allow_private_networks = true", "timeout = 120"]
+             "allow_private_networks = true", "timeout = 120", f"host_concurrency = {host_concurrency}"]
     if concurrency:
         lines.append(f"concurrency = {concurrency}")
     for i in range(n):
@@ -303,9 +365,65 @@ def db_counts(db: Path) -> dict:
     return {"articles": articles, "source_states": states}
 
 
+def run_ours(run_dir: Path, server: CorpusServer, n: int, args, py: str) -> dict:
+    """Cold `poll` on an empty data folder, `publish` with nothing changed, warm `poll`."""
+    config = write_config(run_dir / "config.toml", server, n, args.concurrency, args.host_concurrency)
+    cmd = [py, "-m", "aggregator", "--config", str(config)]
+    # `python -m` puts the working folder first on sys.path, ahead of an (editable) install
+    where = {"timeout": args.timeout, "env": args.env, "cwd": args.aggregator_dir}
+    server.take_counts()
+    cold = run_phase([*cmd, "poll"], **where)
+    cold_http = server.take_counts()
+    counts = db_counts(run_dir / "data" / "aggregator.db")
+    publish = run_phase([*cmd, "publish"], **where)
+    server.take_counts()  # publish fetches nothing; a request here would show in neither cycle
+    warm = run_phase([*cmd, "poll"], **where)
+    return {"cold": asdict(cold), "cold_http": cold_http, "db": counts, "publish": asdict(publish),
+            "warm": asdict(warm), "warm_http": server.take_counts()}
+
+
+def reader_state(db: Path, args, py: str) -> dict:
+    """Entries stored and broken feeds, read back through reader's own API in a process."""
+    done = subprocess.run([py, "-c", READER_STATE, str(db)], check=False, capture_output=True, text=True,
+                          cwd=REPO, env=args.env, timeout=args.timeout)
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        return {"entries": 0, "feeds": 0, "broken": 0, "never_updated": 0, "errors": {done.stderr[-300:]: 1}}
+
+
+def reader_status(text: str) -> dict:
+    """The counts from the status line `reader update` prints last (it exits 0 even when feeds fail)."""
+    m = READER_STATUS.search(text)
+    if not m:
+        return {"unparsed": text.strip()[-300:]}
+    return dict(zip(("ok", "error", "not_modified", "new", "modified"), map(int, m.groups()), strict=True))
+
+
+def run_reader(run_dir: Path, server: CorpusServer, n: int, args, py: str) -> dict:
+    """A fresh reader database with the N feeds added (untimed), then its update command twice."""
+    db, urls, config = run_dir / "reader.sqlite", run_dir / "reader-urls.json", run_dir / "reader.toml"
+    urls.write_text(json.dumps([server.url(i) for i in range(n)]))
+    # An empty config of reader's own so a ~/.config/reader/config.toml (plug-ins) cannot change what is measured.
+    config.write_text("[reader]\n")
+    setup = run_phase([py, "-c", READER_SETUP, str(db), str(urls)], timeout=args.timeout, env=args.env)
+    cmd = [py, "-m", "reader", "--db", str(db), "--config", str(config),
+           "update", "--no-scheduled", "--workers", str(READER_WORKERS)]
+    out: dict = {"reader_setup": asdict(setup)}
+    for phase in ("reader_cold", "reader_warm"):
+        server.take_counts()
+        stdout = run_dir / f"{phase}.out"
+        with stdout.open("w") as fh:
+            out[phase] = asdict(run_phase(cmd, timeout=args.timeout, stdout=fh, env=args.env))
+        out[f"{phase}_http"] = server.take_counts()
+        out[f"{phase}_status"] = reader_status(stdout.read_text(errors="replace"))
+        out[f"{phase}_db"] = reader_state(db, args, py)
+    return out
+
+
 def run_size(n: int, files: list[Path], args, py: str) -> dict:
-    aggregator = [py, "-m", "aggregator"]
-    with tempfile.TemporaryDirectory(prefix=f"aggbench-{n}-") as tmp, CorpusServer(files, n, gzip_bodies=args.gzip) as server:
+    with (tempfile.TemporaryDirectory(prefix=f"aggbench-{n}-") as tmp,
+          CorpusServer(files, n, gzip_bodies=args.gzip) as server):
         tmp_path = Path(tmp)
         floor_in = tmp_path / "floor.json"
         floor_in.write_text(json.dumps([[str(f) for f in files], n]))
@@ -314,26 +432,39 @@ def run_size(n: int, files: list[Path], args, py: str) -> dict:
         for r in range(args.repeat):
             run_dir = tmp_path / f"run{r}"
             run_dir.mkdir()
-            config = write_config(run_dir / "config.toml", server, n, args.concurrency)
-            cmd = [*aggregator, "--config", str(config)]
             load = os.getloadavg()[0]  # other work on the machine shows here
             with floor_out.open("w") as fh:
                 floor = run_phase([py, "-c", FLOOR, str(floor_in)], timeout=args.timeout, stdout=fh, env=args.env)
             nan = float("nan")  # a phase killed by --timeout leaves its figures unknown
             floor_inner = {"entries": 0, "setup_s": nan, "parse_s": nan, **json.loads(floor_out.read_text() or "{}")}
-            server.take_counts()
-            cold = run_phase([*cmd, "poll"], timeout=args.timeout, env=args.env)
-            cold_http = server.take_counts()
-            counts = db_counts(run_dir / "data" / "aggregator.db")
-            publish = run_phase([*cmd, "publish"], timeout=args.timeout, env=args.env)
-            warm = run_phase([*cmd, "poll"], timeout=args.timeout, env=args.env)
-            warm_http = server.take_counts()
-            runs.append({"floor": asdict(floor), "floor_inner": floor_inner, "cold": asdict(cold), "cold_http": cold_http,
-                         "publish": asdict(publish), "warm": asdict(warm), "warm_http": warm_http, "db": counts,
-                         "load_before": load})
-            print(f"  N={n} run {r + 1}/{args.repeat}: floor {floor.wall_s:.2f}s, cold {cold.wall_s:.2f}s, "
-                  f"publish {publish.wall_s:.2f}s, warm {warm.wall_s:.2f}s", file=sys.stderr)
+            # Who goes first alternates between runs, so a change in the machine's load during a
+            # run does not always land on the same side.
+            sides = [("ours", run_ours), ("reader", run_reader)] if args.peer == "reader" else [("ours", run_ours)]
+            if r % 2:
+                sides.reverse()
+            run = {"floor": asdict(floor), "floor_inner": floor_inner, "load_before": load,
+                   "order": [name for name, _ in sides]}
+            for _, side in sides:
+                run.update(side(run_dir, server, n, args, py))
+            runs.append(run)
+            print(f"  N={n} run {r + 1}/{args.repeat}: " + ", ".join(
+                f"{phase.replace('_', ' ')} {run[phase]['wall_s']:.2f}s"
+                for phase in PHASES if phase in run), file=sys.stderr)
     return summarize(n, runs)
+
+
+PHASES = ("floor", "cold", "publish", "warm", "reader_cold", "reader_warm")
+PHASE_KEYS = ("wall_s", "cpu_s", "main_cpu_s", "peak_rss_mib", "tree_rss_mib", "processes", "harness_cpu_s")
+RATIOS = {  # key: (ours, theirs); every ratio is of medians
+    "ratio_cold_wall_floor": ("cold_wall_s", "floor_wall_s"),
+    "ratio_cold_cpu_floor": ("cold_cpu_s", "floor_cpu_s"),
+    "ratio_cold_wall_reader": ("cold_wall_s", "reader_cold_wall_s"),
+    "ratio_cold_cpu_reader": ("cold_cpu_s", "reader_cold_cpu_s"),
+    "ratio_warm_wall_reader": ("warm_wall_s", "reader_warm_wall_s"),
+    "ratio_warm_cpu_reader": ("warm_cpu_s", "reader_warm_cpu_s"),
+    "ratio_cold_rss_reader": ("cold_peak_rss_mib", "reader_cold_peak_rss_mib"),
+    "ratio_cold_tree_rss_reader": ("cold_tree_rss_mib", "reader_cold_tree_rss_mib"),
+}
 
 
 def summarize(n: int, runs: list[dict]) -> dict:
@@ -342,33 +473,84 @@ def summarize(n: int, runs: list[dict]) -> dict:
     def med(phase: str, key: str) -> float:
         return statistics.median(r[phase][key] for r in runs)
 
-    entries = runs[0]["floor_inner"].get("entries", 0)
+    first = runs[0]
+    phases = [p for p in PHASES if p in first]
+    entries = first["floor_inner"].get("entries", 0)
     s = {
         "sources": n, "repeats": len(runs), "entries": entries,
-        "articles_stored": runs[0]["db"]["articles"], "source_states": runs[0]["db"]["source_states"],
-        "cold_http": runs[0]["cold_http"], "warm_http": runs[0]["warm_http"],
-        "returncodes": sorted({r[p]["returncode"] for r in runs for p in ("floor", "cold", "publish", "warm")}),
+        "articles_stored": first["db"]["articles"], "source_states": first["db"]["source_states"],
+        "cold_http": first["cold_http"], "warm_http": first["warm_http"],
+        "returncodes": sorted({r[p]["returncode"] for r in runs for p in [*phases, "reader_setup"] if p in r}),
     }
-    for phase in ("floor", "cold", "publish", "warm"):
-        for key in ("wall_s", "cpu_s", "main_cpu_s", "peak_rss_mib", "tree_rss_mib", "processes", "harness_cpu_s"):
+    for phase in phases:
+        for key in PHASE_KEYS:
             s[f"{phase}_{key}"] = med(phase, key)
     s["floor_parse_s"] = med("floor_inner", "parse_s")
     s["floor_setup_s"] = med("floor_inner", "setup_s")
-    s["cold_wall_all"] = [round(r["cold"]["wall_s"], 3) for r in runs]
-    s["cold_wall_min_s"] = min(s["cold_wall_all"])
     s["load_before"] = [round(r["load_before"], 2) for r in runs]
-    s["runs"] = runs  # every figure of every run, for latest.json
-    s["cold_entries_per_s"] = entries / s["cold_wall_s"]
+    s["order"] = [r["order"] for r in runs]
+    for side in ("", "reader_"):
+        if f"{side}cold" in first:
+            s[f"{side}cold_wall_all"] = [round(r[f"{side}cold"]["wall_s"], 3) for r in runs]
+            s[f"{side}cold_wall_min_s"] = min(s[f"{side}cold_wall_all"])
+            s[f"{side}warm_wall_all"] = [round(r[f"{side}warm"]["wall_s"], 3) for r in runs]
+            s[f"{side}cold_entries_per_s"] = entries / s[f"{side}cold_wall_s"]
     s["floor_entries_per_s"] = entries / s["floor_wall_s"]
-    s["ratio_cold_wall_floor"] = s["cold_wall_s"] / s["floor_wall_s"]
-    s["ratio_cold_cpu_floor"] = s["cold_cpu_s"] / s["floor_cpu_s"]
+    if "reader_cold" in first:
+        s["reader_setup_wall_s"] = med("reader_setup", "wall_s")
+        s["reader_entries_stored"] = first["reader_cold_db"]["entries"]
+        for key in ("reader_cold_http", "reader_warm_http", "reader_cold_status", "reader_warm_status",
+                    "reader_cold_db", "reader_warm_db"):
+            s[key] = first[key]
+    for key, (ours, theirs) in RATIOS.items():
+        if theirs in s:
+            s[key] = s[ours] / s[theirs] if s[theirs] else float("nan")
+    s["checks"] = checks(n, runs)
+    s["runs"] = runs  # every figure of every run, for latest.json
     return s
+
+
+def checks(n: int, runs: list[dict]) -> list[str]:
+    """What did not go as a clean comparison assumes (every cold fetch a 200, every warm one a 304, no
+    failed feed), each distinct finding once, with the runs it happened in."""
+    found: dict[str, list[int]] = {}
+    for k, run in enumerate(runs, 1):
+        problems = []
+        for side, label in (("", "ours"), ("reader_", "reader")):
+            if f"{side}cold" not in run:
+                continue
+            for cycle, status in (("cold", "200"), ("warm", "304")):
+                http = run[f"{side}{cycle}_http"]
+                if http["status"] != {status: n}:
+                    problems.append(f"{label} {cycle}: HTTP {http['status']}, expected {{'{status}': {n}}} "
+                                    f"({http['conditional']} conditional requests)")
+        if "db" in run and run["db"]["source_states"] != {"ok": n}:
+            problems.append(f"ours: source states after cold {run['db']['source_states']}")
+        for cycle in ("cold", "warm") if "reader_cold" in run else ():
+            state = run[f"reader_{cycle}_db"]
+            if state["broken"] or state["never_updated"]:
+                problems.append(f"reader after {cycle}: {state['broken']} broken feeds, {state['never_updated']} "
+                                f"never updated; errors {state['errors']}")
+        for problem in problems:
+            found.setdefault(problem, []).append(k)
+    return [f"run(s) {', '.join(map(str, ks))}: {problem}" for problem, ks in found.items()]
 
 
 # -- report -------------------------------------------------------------------------------
 
 
-def machine_info(py: str) -> dict:
+def code_digest(package: Path) -> str:
+    """sha256 over the package's files (paths and bytes): names the code measured, committed or not.
+    Caches (__pycache__, .ruff_cache and other hidden folders) are left out, as `git archive` leaves them."""
+    h = hashlib.sha256()
+    files = (p for p in package.rglob("*") if p.is_file())
+    for f in sorted(f for f in files if not any(part == "__pycache__" or part.startswith(".")
+                                                 for part in f.relative_to(package).parts)):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def machine_info(py: str, aggregator_dir: Path) -> dict:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -377,18 +559,28 @@ def machine_info(py: str) -> dict:
                 break
     except OSError:
         pass
-    version = subprocess.run([py, "-c", "import sys, feedparser; print(sys.version.split()[0], feedparser.__version__)"],
-                             capture_output=True, text=True, cwd=REPO).stdout.split()
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    probe = ("import sys, importlib.metadata as m\n"
+             "def v(name):\n"
+             "    try:\n        return m.version(name)\n    except m.PackageNotFoundError:\n        return '-'\n"
+             "print(sys.version.split()[0], v('feedparser'), v('reader'))")
+    version = subprocess.run([py, "-c", probe], check=False, capture_output=True, text=True, cwd=REPO).stdout.split()
+    git = ["git", "-C", str(aggregator_dir)]
+    commit = subprocess.run([*git, "describe", "--always", "--dirty"], check=False, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "aggregator"], check=False, capture_output=True,
+                           text=True).stdout.split("\n")
+    version += ["?"] * (3 - len(version))
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": len(os.sched_getaffinity(0)), "cpu_model": model, "platform": platform.platform(),
-        "python": version[0] if version else "?", "feedparser": version[1] if len(version) > 1 else "?",
-        "commit": commit or "?", "interpreter": py,
+        "python": version[0], "feedparser": version[1], "reader": version[2],
+        "commit": commit or "not a git checkout", "interpreter": py, "aggregator_dir": str(aggregator_dir),
+        "aggregator_sha256": code_digest(aggregator_dir / "aggregator"),
+        "aggregator_uncommitted": [line[3:] for line in dirty if line[3:]],
     }
 
 
-ROWS = [  # (label, key, format)
+ROWS = [  # (label, key, format); a figure a run did not measure (--peer none) shows as "—"
     ("entries in the N bodies", "entries", "{:.0f}"),
     ("floor: wall s (process, feedparser.parse only)", "floor_wall_s", "{:.2f}"),
     ("floor: of which parsing s (in-process timer)", "floor_parse_s", "{:.2f}"),
@@ -403,25 +595,88 @@ ROWS = [  # (label, key, format)
     ("cold poll: peak RSS of the tree (sampled), MiB", "cold_tree_rss_mib", "{:.0f}"),
     ("cold poll: processes reaped by the harness", "cold_processes", "{:.0f}"),
     ("cold poll: harness CPU s (server + sampler)", "cold_harness_cpu_s", "{:.2f}"),
-    ("**ours/floor, cold wall**", "ratio_cold_wall_floor", "**{:.1f}×**"),
-    ("**ours/floor, cold CPU**", "ratio_cold_cpu_floor", "**{:.1f}×**"),
     ("publish alone (nothing changed): wall s", "publish_wall_s", "{:.2f}"),
     ("publish alone: CPU s", "publish_cpu_s", "{:.2f}"),
     ("warm poll (all 304): wall s", "warm_wall_s", "{:.2f}"),
     ("warm poll: CPU s", "warm_cpu_s", "{:.2f}"),
     ("warm poll: peak RSS of one process, MiB", "warm_peak_rss_mib", "{:.0f}"),
     ("articles stored after cold", "articles_stored", "{:.0f}"),
+    ("reader cold update: wall s", "reader_cold_wall_s", "{:.2f}"),
+    ("reader cold update: wall s, best run", "reader_cold_wall_min_s", "{:.2f}"),
+    ("reader cold update: CPU s", "reader_cold_cpu_s", "{:.2f}"),
+    ("reader cold update: entries/s (wall)", "reader_cold_entries_per_s", "{:,.0f}"),
+    ("reader cold update: peak RSS of one process, MiB", "reader_cold_peak_rss_mib", "{:.0f}"),
+    ("reader cold update: peak RSS of the tree (sampled), MiB", "reader_cold_tree_rss_mib", "{:.0f}"),
+    ("reader cold update: harness CPU s (server + sampler)", "reader_cold_harness_cpu_s", "{:.2f}"),
+    ("reader warm update (all 304): wall s", "reader_warm_wall_s", "{:.2f}"),
+    ("reader warm update: CPU s", "reader_warm_cpu_s", "{:.2f}"),
+    ("reader warm update: peak RSS of one process, MiB", "reader_warm_peak_rss_mib", "{:.0f}"),
+    ("reader: entries stored after cold", "reader_entries_stored", "{:.0f}"),
+    ("reader: adding the N feeds (not in any cycle), wall s", "reader_setup_wall_s", "{:.2f}"),
+    ("**ours/floor, cold wall**", "ratio_cold_wall_floor", "**{:.2f}×**"),
+    ("**ours/floor, cold CPU**", "ratio_cold_cpu_floor", "**{:.2f}×**"),
+    ("**ours/reader, cold wall**", "ratio_cold_wall_reader", "**{:.2f}×**"),
+    ("**ours/reader, cold CPU**", "ratio_cold_cpu_reader", "**{:.2f}×**"),
+    ("**ours/reader, warm wall**", "ratio_warm_wall_reader", "**{:.2f}×**"),
+    ("**ours/reader, warm CPU**", "ratio_warm_cpu_reader", "**{:.2f}×**"),
+    ("**ours/reader, cold peak RSS of one process**", "ratio_cold_rss_reader", "**{:.2f}×**"),
+    ("**ours/reader, cold peak RSS of the tree**", "ratio_cold_tree_rss_reader", "**{:.2f}×**"),
 ]
+
+MB_PER_MIB = 2**20 / 10**6
+TARGETS_TEXT = ("**Targets** (issue 8, both sides timed as whole processes; set at 250 sources): cold wall "
+                "≤ 0.5× reader's; warm wall (all 304) ≤ 0.5× reader's; at 10,000 sources also warm wall "
+                "≤ 0.25× reader's and < 15 s, and peak RSS < 300 MB.")
+
+
+def targets(s: dict) -> list[str]:
+    """Each target of the issue that applies to this size, with the measured figure and ✓ or ✗ (medians)."""
+    if "ratio_cold_wall_reader" not in s:
+        return []
+
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗"
+
+    cold, warm = s["ratio_cold_wall_reader"], s["ratio_warm_wall_reader"]
+    out = [f"cold wall ≤ 0.5× reader: {cold:.2f}× {mark(cold <= 0.5)}",
+           f"warm wall ≤ 0.5× reader: {warm:.2f}× {mark(warm <= 0.5)}"]
+    if s["sources"] == 10_000:
+        one = max(s["cold_peak_rss_mib"], s["warm_peak_rss_mib"]) * MB_PER_MIB
+        tree = max(s["cold_tree_rss_mib"], s["warm_tree_rss_mib"]) * MB_PER_MIB
+        out += [f"warm wall ≤ 0.25× reader: {warm:.2f}× {mark(warm <= 0.25)}",
+                f"warm wall < 15 s: {s['warm_wall_s']:.1f} s {mark(s['warm_wall_s'] < 15)}",
+                (f"peak RSS < 300 MB: {one:.0f} MB for the largest process {mark(one < 300)}, "
+                 f"{tree:.0f} MB for the whole tree (sampled) {mark(tree < 300)}")]
+    return out
+
+
+def cell(s: dict, key: str, fmt: str) -> str:
+    v = s.get(key)
+    unknown = v is None or (isinstance(v, float) and math.isnan(v))  # NaN: a phase killed by --timeout
+    return "—" if unknown else fmt.format(v)
+
+
+def http(counts: dict) -> str:
+    return (f"{counts['status']} ({counts['conditional']} conditional, over {counts['connections']} "
+            "connections)")
 
 
 def markdown(machine: dict, sizes: list[dict], args) -> str:
+    peer = "none"
+    if args.peer == "reader":
+        peer = f"reader {machine['reader']} (`update --no-scheduled --workers {READER_WORKERS}`)"
+    uncommitted = machine["aggregator_uncommitted"]
+    code = f"code sha256 {machine['aggregator_sha256']}"
+    if uncommitted:
+        code += f"; uncommitted: {', '.join(uncommitted)}"
     out = [
         f"# Poll-cycle benchmark — {machine['date']}",
         "",
-        f"{machine['nproc']} CPUs ({machine['cpu_model']}), {machine['platform']}; Python {machine['python']}, "
-        f"feedparser {machine['feedparser']}; aggregator {machine['commit']}. "
-        f"Median of {args.repeat} run(s); bodies {'gzip' if args.gzip else 'identity'}-encoded; "
-        f"concurrency {args.concurrency or 'default'}.",
+        (f"{machine['nproc']} CPUs ({machine['cpu_model']}), {machine['platform']}; Python {machine['python']}, "
+         f"feedparser {machine['feedparser']}; aggregator {machine['commit']} from {machine['aggregator_dir']} "
+         f"({code}); peer {peer}. "
+         f"Median of {args.repeat} run(s); bodies {'gzip' if args.gzip else 'identity'}-encoded; "
+         f"concurrency {args.concurrency or 'default'}, host_concurrency {args.host_concurrency}."),
         "",
         *(["**A phase failed or was killed (exit codes below): these figures are not valid.**", ""]
           if any(s["returncodes"] != [0] for s in sizes) else []),
@@ -429,27 +684,51 @@ def markdown(machine: dict, sizes: list[dict], args) -> str:
         "| --- | " + " | ".join("---:" for _ in sizes) + " |",
     ]
     for label, key, fmt in ROWS:
-        out.append(f"| {label} | " + " | ".join(fmt.format(s[key]) for s in sizes) + " |")
+        if any(key in s for s in sizes):
+            out.append(f"| {label} | " + " | ".join(cell(s, key, fmt) for s in sizes) + " |")
     out.append("")
+    if args.peer == "reader":
+        out += [TARGETS_TEXT, ""]
+        out += [f"- N={s['sources']}: " + "; ".join(targets(s)) + "." for s in sizes]
+        out.append("")
     for s in sizes:
-        out.append(f"- N={s['sources']}: source states after cold {s['source_states']}; HTTP cold {s['cold_http']['status']}, "
-                   f"warm {s['warm_http']['status']}; exit codes {s['returncodes']}; cold wall per run {s['cold_wall_all']}; "
+        out.append(f"- N={s['sources']}: source states after cold {s['source_states']}; "
+                   f"HTTP cold {http(s['cold_http'])}, warm {http(s['warm_http'])}; "
+                   f"exit codes {s['returncodes']}; cold wall per run {s['cold_wall_all']}; "
                    f"1-min load average before each run {s['load_before']}.")
+        if "reader_cold_wall_all" in s:
+            out.append(f"  reader: HTTP cold {http(s['reader_cold_http'])}, warm {http(s['reader_warm_http'])}; "
+                       "`update` reported cold "
+                       f"{s['reader_cold_status']}, warm {s['reader_warm_status']}; broken feeds after cold "
+                       f"{s['reader_cold_db']['broken']}; cold wall per run {s['reader_cold_wall_all']}; "
+                       f"order per run {s['order']}.")
+        out += [f"  **check:** {c}" for c in s["checks"]]
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sources", type=int, nargs="+", default=[250], help="number of sources (several: one column each) [250]")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sources", type=int, nargs="+", default=[250],
+                   help="number of sources (several: one column each) [250]")
     p.add_argument("--corpus", help="folder of feed files [$AGGREGATOR_CORPUS/real (or $AGGREGATOR_CORPUS itself), "
                    "else ../shared/corpus/real beside the repo]")
     p.add_argument("--repeat", type=int, default=1, help="runs per size; figures are medians [1]")
+    p.add_argument("--peer", choices=("reader", "none"), default="reader",
+                   help="also measure the reader library (reader[cli] installed for --python) [reader]")
     p.add_argument("--concurrency", type=int, default=None, help="config `concurrency` [the config default]")
+    p.add_argument("--host-concurrency", type=int, default=None,
+                   help=f"config `host_concurrency` [--concurrency, else {READER_WORKERS}: every source is on one "
+                   "host here, and the per-host limit would otherwise measure our politeness, not the pipeline]")
     p.add_argument("--gzip", action="store_true", help="serve bodies gzip-encoded")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a phase is killed [1800]")
-    p.add_argument("--python", default=sys.executable, help="interpreter that runs aggregator [this one]")
+    p.add_argument("--python", default=sys.executable, help="interpreter that runs aggregator and reader [this one]")
+    p.add_argument("--aggregator-dir", type=Path, default=REPO,
+                   help="folder holding the `aggregator` package to measure, e.g. a `git archive` of another "
+                   "commit or a frozen copy of a working tree that is being edited [this repo]")
     p.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/latest.*")
     args = p.parse_args(argv)
+    args.host_concurrency = args.host_concurrency or args.concurrency or READER_WORKERS
 
     corpus = Path(args.corpus or os.environ.get("AGGREGATOR_CORPUS") or REPO.parent / "shared" / "corpus")
     if not args.corpus and (corpus / "real").is_dir():  # the env var names the corpus root, as in tests
@@ -457,16 +736,22 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(f for f in corpus.iterdir() if f.is_file()) if corpus.is_dir() else []
     if not files:
         p.error(f"no feed files in {corpus}; pass --corpus or set AGGREGATOR_CORPUS")
+    args.aggregator_dir = args.aggregator_dir.resolve()
+    if not (args.aggregator_dir / "aggregator" / "__main__.py").is_file():
+        p.error(f"no aggregator package in {args.aggregator_dir}")
+    machine = machine_info(args.python, args.aggregator_dir)
+    if args.peer == "reader" and machine["reader"] in ("-", "?"):
+        p.error(f"reader is not installed for {args.python}: pip install 'reader[cli]', or pass --peer none")
     if not become_subreaper():
         print("warning: not a subreaper; the forkserver's CPU may go uncounted", file=sys.stderr)
-    machine = machine_info(args.python)
     print(f"corpus: {len(files)} files from {corpus}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="aggbench-pycache-") as pycache:
         # Bytecode as on an installed system: compiled once, by an unmeasured 10-source
         # warm-up (which also pages in the corpus), into a private cache outside the repo;
         # PYTHONDONTWRITEBYTECODE (set on some machines) would recompile every module in
-        # every process.
-        args.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        # every process. READER_* variables would configure the peer's CLI behind our back.
+        args.env = {k: v for k, v in os.environ.items()
+                    if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("READER_")}
         args.env["PYTHONPYCACHEPREFIX"] = pycache
         print("warm-up (not measured):", file=sys.stderr)
         run_size(10, files, argparse.Namespace(**{**vars(args), "repeat": 1}), args.python)
@@ -476,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         result = {"machine": machine, "corpus": str(corpus), "corpus_files": len(files), "repeat": args.repeat,
-                  "gzip": args.gzip, "concurrency": args.concurrency, "sizes": sizes}
+                  "peer": args.peer, "gzip": args.gzip, "concurrency": args.concurrency,
+                  "host_concurrency": args.host_concurrency, "sizes": sizes}
         (RESULTS / "latest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         (RESULTS / "latest.md").write_text(md)
     return 0 if all(s["returncodes"] == [0] for s in sizes) else 1
