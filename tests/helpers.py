@@ -1,8 +1,11 @@
-"""Small readers of our own output used by several test files (not part of the product)."""
+"""Small readers and fakes used by several test files (not part of the product): our output
+read back, a numbered test feed, and systemd's end of sd_notify."""
 
 from __future__ import annotations
 
 import io
+import socket
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -49,3 +52,34 @@ _ITEM = """<item><title>{name} story {n}</title><link>https://{name}.example/{n}
 def numbered_feed(name: str, count: int) -> bytes:
     """An RSS feed ``name`` with items 1..count ("<name> story <n>", guid "<name>-<n>")."""
     return _RSS.format(name=name, items="".join(_ITEM.format(name=name, n=n) for n in range(1, count + 1))).encode()
+
+
+class Systemd:
+    """The notification side of systemd: a datagram socket that collects what arrives."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
+        self.messages: list[dict[str, str]] = []
+
+    def collect(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536).decode()
+            except TimeoutError:
+                return
+            self.messages.append(dict(line.split("=", 1) for line in data.splitlines() if "=" in line))
+
+    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 60) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in self.messages[after:]:
+                if key in m and (value is None or m[key] == value):
+                    return m
+            self.collect()
+        raise AssertionError(f"no {key}={value} from the daemon within {timeout} s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()

@@ -20,7 +20,7 @@ from aggregator.daemon import DaemonLock, running_pid
 from aggregator.notify import Notifier
 from aggregator.pipeline import Pipeline
 from tests.conftest import write_config
-from tests.helpers import numbered_feed
+from tests.helpers import Systemd, numbered_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "https://feeds.example.org/"
@@ -43,35 +43,6 @@ def cli(config: Path, *args: str, check: int | None = 0) -> subprocess.Completed
     return proc
 
 
-class Systemd:
-    """The notification side of systemd: a datagram socket that collects what arrives."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "notify.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(0.2)
-        self.messages: list[dict[str, str]] = []
-
-    def collect(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(65536).decode()
-            except TimeoutError:
-                return
-            self.messages.append(dict(line.split("=", 1) for line in data.splitlines() if "=" in line))
-
-    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 30) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for m in self.messages[after:]:
-                if key in m and (value is None or m[key] == value):
-                    return m
-            self.collect()
-        raise AssertionError(f"no {key}={value} from the daemon within {timeout} s; got {self.messages}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def start_daemon(config: Path, log: Path, **extra_env: str) -> subprocess.Popen:

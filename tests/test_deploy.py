@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import numbered_feed
+from tests.helpers import Systemd, numbered_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "aggregator.service"
@@ -397,29 +397,6 @@ def test_sandbox_refuses_what_the_unit_forbids_and_workers_still_limit_their_mem
 rss = numbered_feed
 
 
-class Systemd:
-    """systemd's end of sd_notify: a datagram socket collecting the daemon's messages."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "notify.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(0.2)
-        self.messages: list[dict[str, str]] = []
-
-    def wait_for(self, key: str, value: str, *, after: int = 0, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(m.get(key) == value for m in self.messages[after:]):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {key}={value} within {timeout} s; got {self.messages}")
-            try:
-                data = self.sock.recv(65536).decode()
-            except TimeoutError:
-                continue
-            self.messages.append(dict(line.split("=", 1) for line in data.splitlines() if "=" in line))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def free_port() -> int:
