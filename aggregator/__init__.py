@@ -1,4 +1,4 @@
-"""aggregator: poll feeds, write Hexo-style articles, republish per-category RSS and Atom.
+"""aggregator: poll feeds, write Hexo-style articles, republish them as RSS, Atom and JSON Feed.
 
 The pipeline, one module per stage (see ``aggregator.pipeline`` for the order)::
 
