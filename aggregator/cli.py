@@ -75,18 +75,26 @@ def _config(ctx: click.Context):
 @click.option("--category", required=True, help="Topic: first category, and the feed it is published in.")
 @click.option("--channel", default=None, help="Optional third category.")
 @click.option("--interval", default=None, help='Poll interval, e.g. "30m" [default: default_interval].')
+@click.option("--fulltext", type=click.Choice(["never", "always", "auto"]), default=None,
+              help="Fetch the article page of new items: always, or auto (short or cut items only) [never].")
+@click.option("--content-selector", default=None, help="CSS selector of the article on its page (with --fulltext).")
+@click.option("--rsshub", "rsshub_params", multiple=True, metavar="KEY=VALUE",
+              help="RSSHub parameter of an rsshub:// route (limit, filter, filterout, mode=fulltext...); repeatable.")
 @click.option("--no-check", is_flag=True, help="Add without fetching the URL first.")
 @click.pass_context
-def add_source(ctx, url, name, category, channel, interval, no_check):
+def add_source(ctx, url, name, category, channel, interval, fulltext, content_selector, rsshub_params, no_check):
     """Add a source to config.toml, after checking that URL is a feed.
 
     One GET: a feed is added as is; an HTML page that advertises a feed
-    (<link rel="alternate" type="application/rss+xml" ...>) adds that feed instead.
+    (<link rel="alternate" type="application/rss+xml" ...>) adds that feed instead;
+    an rsshub://ROUTE is tried on the rsshub_instances in turn, like a poll does.
     Comments and layout of config.toml are kept.
 
     \b
-    Example:
+    Examples:
       aggregator add-source https://rsshub.app/cls/depth/1000 --name 财联社 --category 金融 --channel 深度
+      aggregator add-source rsshub://cls/depth/1000 --name 财联社 --category 金融 --rsshub limit=20
+      aggregator add-source https://example.com/feed.xml --name Example --category tech --fulltext auto
     """
     from .config import add_source_to_file, config_from_dict, parse_interval
 
@@ -101,26 +109,37 @@ def add_source(ctx, url, name, category, channel, interval, no_check):
             parse_interval(interval)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--interval") from None
+    params = {}
+    for pair in rsshub_params:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--rsshub")
+        params[key.strip()] = int(value) if value.strip().isdigit() else value
+    entry = {"name": name.strip(), "url": url.strip(), "category": category.strip(), "channel": (channel or "").strip(),
+             "interval": interval or "", "fulltext": fulltext or "", "content_selector": content_selector or "",
+             "rsshub": params}
+    # the source as it will be loaded: settings checked before anything is fetched
+    source = config_from_dict({"sources": [{k: v for k, v in entry.items() if v}],
+                               "rsshub_instances": list(config.rsshub_instances)}, path).sources[0]
     if not no_check:
         from .pipeline import check_feed
 
-        check = check_feed(config, url.strip(), source=name)
+        check = check_feed(config, url.strip(), source=name, rsshub=source.rsshub)
         if check.discovered_from:
             click.echo(f"{url} is a page; it advertises the feed {check.url} — using that.")
             if any(s.url == check.url for s in config.sources):
                 raise ConfigError(f"{path}: the feed {check.url} is already a source")
-        url = check.url
-        click.echo(f"Feed: {check.title or '(untitled)'} — {check.entries} item{'s' if check.entries != 1 else ''}")
-    add_source_to_file(
-        path, {"name": name.strip(), "url": url.strip(), "category": category.strip(), "channel": (channel or "").strip(), "interval": interval or ""}
-    )
+        entry["url"] = check.url
+        served = f" (from {check.served_by})" if check.served_by else ""
+        click.echo(f"Feed: {check.title or '(untitled)'} — {check.entries} item{'s' if check.entries != 1 else ''}{served}")
+    add_source_to_file(path, entry)
     click.echo(f"Added {name!r} ({category}{' / ' + channel if channel else ''}) to {path}.")
     if not no_check:
         from .pipeline import Pipeline
 
         config = load_config(path)
         with Pipeline(config) as pipeline:
-            result = pipeline.ingest(config.source(name.strip()), check.fetched)
+            result = pipeline.ingest(config.source(name.strip()), check.fetched, served_by=check.served_by)
         if result.error:
             click.echo(f"Its items could not be stored yet: {result.error}", err=True)
         else:
@@ -175,7 +194,7 @@ def remove_source(ctx, name, purge):
 
 
 @cli.command("list-sources")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: name, url, category, channel, interval, state, last_success, last_error, articles, last_error_kind, errors, next_poll, moved_to).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (keys: name, url, category, channel, interval, state, last_success, last_error, articles, last_error_kind, errors, next_poll, moved_to; rsshub:// sources also served_by and rsshub_instances).")
 @click.pass_context
 def list_sources(ctx, as_json):
     """Show every source with its health and article count.
@@ -190,6 +209,12 @@ def list_sources(ctx, as_json):
     with Store(config.db_path) as store:
         states = store.source_states()
         refused = [(o.path, o.error, o.error_at) for o in store.outputs().values() if o.error]
+        health = {r[0]: r for r in store.instance_health()}
+    instances = [
+        {"url": i, "last_success": to_iso(h[1]) if h and h[1] else None, "last_failure": to_iso(h[2]) if h and h[2] else None,
+         "failures": h[3] if h else 0, "last_error": h[4] if h else None, "next_try": to_iso(h[5]) if h and h[5] else None}
+        for i, h in ((i, health.get(i)) for i in config.rsshub_instances)
+    ]
     rows = []
     for s in config.sources:
         st = states.get(s.name)
@@ -208,6 +233,8 @@ def list_sources(ctx, as_json):
                 "errors": st.error_count if st else 0,
                 "next_poll": to_iso(st.next_poll) if st and st.next_poll else None,
                 "moved_to": st.moved_to if st else None,
+                **({"served_by": st.served_by if st else None, "rsshub_instances": instances}
+                   if s.url.lower().startswith("rsshub://") else {}),
             }
         )
     if as_json:
@@ -233,6 +260,15 @@ def list_sources(ctx, as_json):
         )
     console = Console()
     console.print(table)
+    if any("served_by" in r for r in rows):
+        hub = Table(title="RSSHub instances (rsshub:// sources), tried in this order while healthy")
+        for col in ("instance", "last success", "consecutive failures", "last error", "next try"):
+            hub.add_column(col, overflow="fold")
+        for i in instances:
+            sick = f"[red]{i['failures']}[/]" if i["failures"] else "[green]0[/]"
+            hub.add_row(escape(i["url"]), i["last_success"] or "-", sick, escape(i["last_error"] or ""),
+                        (i["next_try"] or "-") if i["failures"] else "-")
+        console.print(hub)
     if refused:
         console.print(f"[red]{len(refused)} feed page{'s' if len(refused) != 1 else ''} not published[/]"
                       " (the last good version is still served):")
@@ -590,12 +626,13 @@ def export_opml(ctx, output):
 @click.argument("needle", metavar="ARTICLE_OR_URL")
 @click.pass_context
 def explain(ctx, needle):
-    """Why an article looks the way it does: its identity, date, sources and edits.
+    """Why an article looks the way it does: its identity, date, full text, sources and edits.
 
     ARTICLE_OR_URL is an article's uid (or its first 8+ characters), its post file
     name, its link, or the link or guid of any copy merged into it. Prints which key
     matched each copy (g: source+guid, l: link, t: title+text, n: near-duplicate, with
-    its similarity), the sources merged, and the hashes of earlier versions.
+    its similarity), the sources merged, the hashes of earlier versions, and for a
+    source with fulltext whether the article page's text was used, and why (or why not).
 
     \b
     Example:
@@ -613,6 +650,9 @@ def explain(ctx, needle):
         for a in found:
             click.echo(f"{a.title}\n  uid {a.uid}   post {config.posts_dir / a.post_name}")
             click.echo(f"  category {a.category}   date {to_iso(a.date)} ({a.date_note})   first seen {to_iso(a.first_seen)}")
+            note = store.fulltext_note(a.id)
+            if note:
+                click.echo(f"  full text: {note}")
             click.echo("  copies:")
             for s in store.article_sources(a.id):
                 how = kinds.get(s["matched"], s["matched"])

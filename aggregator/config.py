@@ -25,7 +25,8 @@ from . import USER_AGENT
 from .errors import ConfigError
 from .cleanrules import DEFAULT_IFRAME_HOSTS, iframe_rules
 from .similarity import BANDS, NEAR_DUP_THRESHOLD
-from .models import FeedRule, FetchLimits, RequestOptions, Source
+from .models import FULLTEXT_MODES, FeedRule, FetchLimits, FullTextRule, RequestOptions, Source
+from .rsshub import check_query, check_route, is_route
 from .politeness import FETCHER_OWNED_HEADERS
 
 DEFAULT_CONFIG = "config.toml"
@@ -69,12 +70,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serve_host", str, "127.0.0.1", "Address `aggregator serve` / `run --serve` listens on."),
     Setting("serve_port", int, 8080, "Port `aggregator serve` / `run --serve` listens on."),
     Setting("websub_hub", str, "", 'WebSub hub URL announced in every feed (rel="hub") and pinged after each publish that changed a feed; "" for none.'),
+    Setting("rsshub_instances", list, ["https://rsshub.app"], "RSSHub instances an rsshub://ROUTE source is fetched from, tried in order; a failing one is skipped (with backoff) until it recovers."),
     Setting("iframe_hosts", list, list(sorted(DEFAULT_IFRAME_HOSTS)), "Video players whose iframes are kept (host or host/path-prefix, https only); [] drops every iframe."),
 )
 SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     # key: (type, required, help)
     "name": (str, True, "Display name; also the article's author and second category."),
-    "url": (str, True, "Feed URL (RSS, Atom or JSON Feed)."),
+    "url": (str, True, "Feed URL (RSS, Atom or JSON Feed), a page that advertises one, or rsshub://ROUTE (see rsshub_instances)."),
     "category": (str, True, "Topic: the article's first category and the feed it is published in."),
     "channel": (str, False, "Optional third category (e.g. a section of the source)."),
     "interval": (str, False, "Poll interval for this source; default_interval when absent."),
@@ -83,6 +85,10 @@ SOURCE_KEYS: dict[str, tuple[type, bool, str]] = {
     "timeout": ((int, float), False, "Total seconds one fetch of this source may take (overrides timeout)."),
     "proxy": (str, False, "Proxy URL for this source (http://, https://, socks5://)."),
     "timezone": (str, False, "IANA time zone (e.g. Asia/Shanghai) for dates the feed writes without an offset."),
+    "fulltext": (str, False, 'Fetch the article page of new items: "never" (default), "always", or "auto" (short or cut items only).'),
+    "content_selector": (str, False, "CSS selector of the article on its page (default: automatic extraction)."),
+    "remove_selectors": (list, False, "CSS selectors of page parts removed before extraction (share bars, related posts)."),
+    "rsshub": (dict, False, 'RSSHub parameters of an rsshub:// source, e.g. {limit = 20, filterout = "广告", mode = "fulltext"}.'),
 }
 
 FEED_KEYS: dict[str, tuple[type, str]] = {
@@ -167,6 +173,7 @@ class Config:
     serve_port: int = 8080
     websub_hub: str | None = None
     feeds: tuple[FeedRule, ...] = ()
+    rsshub_instances: tuple[str, ...] = ("https://rsshub.app",)
 
     @property
     def db_path(self) -> Path:
@@ -266,6 +273,10 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
             durations[key] = parse_interval(get(key))
         except ValueError as e:
             raise ConfigError(f"{path}: '{key}': {e}") from None
+    instances = get("rsshub_instances")
+    for instance in instances:
+        if not isinstance(instance, str) or not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", instance):
+            raise ConfigError(f"{path}: 'rsshub_instances': {instance!r} is not an http(s) URL (no query or fragment)")
     hosts = get("iframe_hosts")
     if not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"{path}: 'iframe_hosts' must be a list of strings")
@@ -305,8 +316,18 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
             if required and not str(s.get(key, "")).strip():
                 raise ConfigError(f"{path}: {where}: missing required key '{key}'")
         name, url = s["name"].strip(), s["url"].strip()
-        if not re.match(r"^https?://", url, re.I):
-            raise ConfigError(f"{path}: {where}.url must be an http(s) URL, not {url!r}")
+        if is_route(url):
+            if problem := check_route(url):
+                raise ConfigError(f"{path}: {where}.url: {problem}")
+            if not get("rsshub_instances"):
+                raise ConfigError(f"{path}: {where}.url is an rsshub:// route, but rsshub_instances is empty")
+        elif not re.match(r"^https?://", url, re.I):
+            raise ConfigError(f"{path}: {where}.url must be an http(s) URL or rsshub://ROUTE, not {url!r}")
+        if "rsshub" in s:
+            if not is_route(url):
+                raise ConfigError(f"{path}: {where}.rsshub: only for an rsshub:// source")
+            if problem := check_query(s["rsshub"]):
+                raise ConfigError(f"{path}: {where}.rsshub: {problem}")
         if name in names:
             raise ConfigError(f"{path}: {where}.name: duplicate source name {name!r}")
         if url in urls:
@@ -328,6 +349,8 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
                 interval=interval,
                 timezone=_timezone(s.get("timezone"), path, where),
                 options=_request_options(s, path, where),
+                fulltext=_fulltext_rule(s, path, where),
+                rsshub=tuple(sorted((s.get("rsshub") or {}).items())),
             )
         )
 
@@ -363,6 +386,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
         serve_port=get("serve_port"),
         websub_hub=hub,
         feeds=feeds,
+        rsshub_instances=tuple(i.strip().rstrip("/") for i in instances),
         **durations,
     )
 
@@ -426,6 +450,26 @@ def _timezone(name: str | None, path: Path, where: str) -> str | None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{path}: {where}.timezone: unknown time zone {name!r} (use an IANA name such as Asia/Shanghai)") from None
     return name.strip()
+
+
+def _fulltext_rule(s: dict[str, Any], path: Path, where: str) -> FullTextRule | None:
+    mode = s.get("fulltext", "never")
+    if mode not in FULLTEXT_MODES:
+        raise ConfigError(f"{path}: {where}.fulltext must be one of {', '.join(map(repr, FULLTEXT_MODES))}, not {mode!r}")
+    selector = (s.get("content_selector") or "").strip() or None
+    removes = s.get("remove_selectors") or []
+    if not all(isinstance(r, str) and r.strip() for r in removes):
+        raise ConfigError(f"{path}: {where}.remove_selectors must be a list of CSS selectors (strings)")
+    for key, value in [("content_selector", selector), *(("remove_selectors", r) for r in removes)]:
+        from .fulltext import check_selector  # only with selectors: it imports the HTML stack
+
+        if value and (problem := check_selector(value)):
+            raise ConfigError(f"{path}: {where}.{key}: invalid CSS selector {value!r}: {problem}")
+    if mode == "never":
+        if selector or removes:
+            raise ConfigError(f"{path}: {where}: content_selector/remove_selectors need fulltext = \"always\" or \"auto\"")
+        return None
+    return FullTextRule(mode=mode, content_selector=selector, remove_selectors=tuple(r.strip() for r in removes))
 
 
 def _request_options(s: dict[str, Any], path: Path, where: str) -> RequestOptions:
@@ -494,7 +538,12 @@ def add_sources_to_file(path: Path, sources: list[dict]) -> None:
         table = tomlkit.table()
         for key in SOURCE_KEYS:
             if source.get(key):
-                table.add(key, source[key])
+                value = source[key]
+                if isinstance(value, dict):  # rsshub = {limit = 20}: one line, not a [sources.rsshub] table
+                    inline = tomlkit.inline_table()
+                    inline.update(value)
+                    value = inline
+                table.add(key, value)
         aot.append(table)
     doc = tomlkit.document()
     doc.add("sources", aot)

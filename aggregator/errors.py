@@ -76,6 +76,15 @@ class HTTPStatusError(FetchError):
         return rebuild, (self.message,), self.__dict__
 
 
+class RouteFailedError(FetchError):
+    """Every RSSHub instance failed for an ``rsshub://`` route. ``kind`` is that of the
+    last instance's error (what the operator most likely has to look at)."""
+
+    def __init__(self, message: str, *, kind: str, source: str | None = None):
+        super().__init__(message, source=source)
+        self.kind = kind
+
+
 class TooLargeError(FetchError):
     kind = "too-large"
 

@@ -215,6 +215,7 @@ class Fetcher:
                     target = self._redirect(response, seen, hops, call)
                     if target is None:
                         return self._answer(response, validators, hops, call)
+                    _drain(response)
                 finally:
                     response.close()
             current = target
@@ -253,6 +254,7 @@ class Fetcher:
         final = str(response.url)
         headers = response.headers
         if response.status_code == 304:
+            _drain(response)
             # RFC 9110 §15.4.5: a 304 may omit validators that did not change
             return NotModified(
                 url=call.url,
@@ -267,6 +269,7 @@ class Fetcher:
             wait = retry_after_seconds(retry_after, time.time())
             if wait:  # RFC 6585 §4: the host is overloaded, not just this URL
                 self.host_limiter.defer(host_key(response.url), time.monotonic() + wait)
+            _drain(response)
             raise _status_error(response, call.url, call.source, retry_after)
         return Fetched(
             url=call.url,
@@ -378,6 +381,27 @@ def _fetch_errors(url: httpx.URL, call: _Call, limits: FetchLimits) -> Iterator[
         raise NetworkError(f"network error fetching {where}: {cause}", source=source) from e
     except (httpx.InvalidURL, httpx.StreamError) as e:
         raise FetchError(f"cannot fetch {where}: {redact(str(e))}", source=source) from e
+
+
+DRAIN_BYTES = 64 * 1024  # an unwanted body (304, redirect, error page) read to keep the connection
+
+
+def _drain(response: httpx.Response) -> None:
+    """Read a small unwanted body to its end so the connection goes back to the pool: a
+    streamed response closed unread closes its connection, and then every conditional
+    request of a warm cycle pays a new TCP (and TLS) handshake. A body over DRAIN_BYTES,
+    or one that fails, is abandoned with its connection instead."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAIN_BYTES:
+        return
+    seen = 0
+    try:
+        for chunk in response.iter_raw():
+            seen += len(chunk)
+            if seen > DRAIN_BYTES:
+                return
+    except (httpx.HTTPError, httpx.StreamError, OSError):
+        return
 
 
 def _read_body(response: httpx.Response, limit: int, deadline: float, url: httpx.URL, source: str | None) -> bytes:

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from urllib.parse import urlsplit
 
@@ -81,12 +81,13 @@ from lxml import etree
 
 from .clean import clean_html
 from .encoding import _CANDIDATES, _SINGLE_BYTE, BOMS, _guess, _is_utf8, codec_name
+from .models import FULLTEXT_MODES as MODES
+from .models import ArticleDraft
 from .text import html_to_text
 
 __all__ = ["MODES", "Extracted", "Verdict", "check_selector", "decode_page", "extract", "gate",
-           "matches", "should_fetch", "strip_boilerplate"]
+           "matches", "read_page", "should_fetch", "strip_boilerplate", "with_page"]
 
-MODES = ("never", "always", "auto")
 
 # --- decoding --------------------------------------------------------------------------
 
@@ -555,3 +556,36 @@ def matches(text: str, *, title: str, summary: str) -> bool:
     if _tokens(title):
         return _overlap(title, opening) >= TITLE_OVERLAP
     return True
+
+
+# --- one page, end to end (what the pipeline runs in a worker process) -----------------
+
+
+def read_page(body: bytes, content_type: str | None, url: str, *, content_selector: str | None = None,
+              remove_selectors: tuple[str, ...] = ()) -> Extracted | None:
+    """A fetched article page's bytes -> its article (``decode_page`` then ``extract``).
+    Picklable in and out: the pipeline runs it in a worker process with a time limit, as
+    trafilatura on a hostile page is CPU-bound."""
+    return extract(decode_page(body, content_type), url, content_selector=content_selector,
+                   remove_selectors=remove_selectors)
+
+
+def with_page(draft: ArticleDraft, extracted: Extracted | None, verdict: Verdict) -> ArticleDraft:
+    """``draft`` with the page's article as its body when ``verdict`` says so, and the
+    reason recorded either way (``ArticleDraft.fulltext``). The dedup keys and
+    ``content_hash`` stay those of the item's own content: they identify the item as its
+    feed carries it, so the next poll finds it unchanged instead of "edited back" to its
+    summary. The summary stays the item's own when it has one."""
+    if not verdict.use or extracted is None:
+        return replace(draft, fulltext=verdict.reason)
+    from .normalize import normalize_text, xml_safe
+    from .similarity import fingerprint
+    from .text import excerpt, first_image
+
+    body = xml_safe(extracted.html)
+    text = extracted.text
+    return replace(
+        draft, body_html=body, image=draft.image or first_image(body), summary=draft.summary or excerpt(text),
+        text_len=len(normalize_text(text)), fingerprint=fingerprint(draft.title, text),
+        fulltext=f"{verdict.reason} ({extracted.method})",
+    )

@@ -29,6 +29,21 @@ class Source:
     interval: int  # seconds between polls
     timezone: str | None = None  # IANA name for dates written without an offset
     options: RequestOptions = field(default_factory=lambda: RequestOptions())
+    fulltext: FullTextRule | None = None  # None: "never" (the item's own content only)
+    rsshub: tuple[tuple[str, str | int | bool], ...] = ()  # RSSHub query parameters of an rsshub:// source
+
+
+FULLTEXT_MODES = ("never", "always", "auto")
+
+
+@dataclass(frozen=True)
+class FullTextRule:
+    """A source's ``fulltext`` settings: when to fetch an item's article page ("always" or
+    "auto", see fulltext.should_fetch) and how to take the article out of it."""
+
+    mode: str
+    content_selector: str | None = None
+    remove_selectors: tuple[str, ...] = ()
 
 
 # --- fetch ---------------------------------------------------------------------------
@@ -174,6 +189,11 @@ class ArticleDraft:
     date_note: str = "item"  # why the article has its date (dates.decide_date)
     fingerprint: int | None = None  # 64-bit SimHash of title + text (None: too short to judge)
     text_len: int = 0  # visible characters of the body: "the fullest body" wins a merge
+    # Full text (issue 9): why the body is, or is not, the article page's text, e.g.
+    # "kept: 2,341 chars (trafilatura)", "login wall (请登录)"; None when not tried. The
+    # dedup keys and content_hash stay those of the item's own content, so the next poll
+    # of the same item is "unchanged", not an edit back to the summary.
+    fulltext: str | None = None
 
 
 # --- store ---------------------------------------------------------------------------

@@ -23,12 +23,13 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError, Pub
 from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
 from .schedule import Outcome, describe, next_poll
 from .store import SourceState, Store, to_iso
+from .rsshub import is_route
 from .work import Processed, make_pool, process_feed
 
 log = logging.getLogger("aggregator")
@@ -44,6 +46,10 @@ log = logging.getLogger("aggregator")
 PARSE_TIMEOUT = 120.0  # seconds one body may spend in a worker before its source fails
 UNCHANGED_BATCH = 200  # 304s recorded per transaction
 MIN_BODIES_IN_FLIGHT = 16  # fetched bodies waiting for a parse worker, at least
+FULLTEXT_MAX_PAGES = 50  # article pages fetched for one source in one poll (a first poll of a big feed)
+FULLTEXT_BUDGET = 180.0  # seconds one source's article pages may take in one poll
+EXTRACT_TIMEOUT = 60.0  # seconds one page may spend in a worker being extracted
+PAGE_CACHE = timedelta(days=7)  # an extracted page is reused this long (same link in another source, an edit)
 
 
 def utcnow() -> datetime:
@@ -66,6 +72,19 @@ class _Outcome:
     not_modified: NotModified | None = None
     same_body: bool = False
     error: AggregatorError | None = None
+    served_by: str | None = None  # the RSSHub instance that answered an rsshub:// route
+
+
+class _Pending:
+    """A fetched body on its way to the store: parsing (``processed`` None), then, for a
+    source with full text, its article pages being fetched. Mutable, owned by the cycle's
+    loop on the main thread."""
+
+    __slots__ = ("source", "fetched", "future", "processed")
+
+    def __init__(self, source: Source, fetched: Fetched, future: Future):
+        self.source, self.fetched, self.future = source, fetched, future
+        self.processed: Processed | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,7 @@ class Pipeline:
                 else:
                     todo.append(src)
 
+            instances = self._instances(store) if any(is_route(s.url) for s in todo) else None
             # At most this many fetched bodies wait for (or are in) the parse workers; the
             # fetch threads wait for a slot, so a cycle over 10,000 sources never holds
             # thousands of bodies in memory at once.
@@ -200,33 +220,61 @@ class Pipeline:
             def fetch_one(source: Source) -> _Outcome:
                 state = states[source.name]
                 slots.acquire()
+                served_by = None
                 try:
-                    got = self.fetcher.fetch(
-                        state.moved_to or source.url, state.validators, source=source.name, options=source.options
-                    )
+                    if is_route(source.url):
+                        got, served_by = self._fetch_route(source, state, instances)
+                    else:
+                        got = self.fetcher.fetch(
+                            state.moved_to or source.url, state.validators, source=source.name, options=source.options
+                        )
                 except AggregatorError as e:
                     return _Outcome(source, error=e)
                 except BaseException:
                     slots.release()
                     raise
                 if isinstance(got, NotModified):
-                    return _Outcome(source, not_modified=got)
+                    return _Outcome(source, not_modified=got, served_by=served_by)
                 same = state.body_hash is not None and _body_hash(got.body) == state.body_hash
-                return _Outcome(source, fetched=got, same_body=same)
+                return _Outcome(source, fetched=got, same_body=same, served_by=served_by)
 
-            pending: list[tuple[Source, Fetched, Future]] = []
+            pending: list[_Pending] = []
             unchanged: list[tuple[str, str, dict]] = []  # 304s / same body, recorded in batches
 
             def finish(block: bool) -> None:
                 """Store what the workers have parsed (all of it when ``block``), so storing
                 overlaps with the fetches still in flight. Runs on this thread only: one
                 writer."""
-                for item in [p for p in pending if block or p[2].done()]:
-                    pending.remove(item)
+                for item in [p for p in pending if block or p.future.done()]:
+                    state = states[item.source.name]
                     try:
-                        result = self._finish_one(store, states[item[0].name], *item)
-                    finally:
+                        if item.processed is None:
+                            processed = self._parsed(item.source, item.future)
+                            todo = self._fulltext_todo(store, item.source, processed)
+                            if todo:  # the article pages first, on a fetch thread
+                                cached = store.cached_pages([processed.drafts[i].link for i in todo],
+                                                            since=self.clock() - PAGE_CACHE)
+                                item.processed = processed
+                                item.future = threads.submit(self._full_text, item.source, processed, todo, cached)
+                                item.future.add_done_callback(lambda f: events.put((False, f)))
+                                continue
+                        else:
+                            try:
+                                processed, pages = item.future.result()
+                            except Exception:  # a bug in the full-text path must not cost the feed
+                                log.exception("source %s: full text failed; items kept as the feed has them",
+                                              item.source.name)
+                                processed, pages = item.processed, []
+                            if pages:
+                                store.save_pages(pages, older_than=self.clock() - PAGE_CACHE)
+                        pending.remove(item)
+                        result = self._apply(store, state, item.source, item.fetched, processed,
+                                             served_by=served[item.source.name])
+                    except BaseException:
+                        pending.remove(item)
                         slots.release()
+                        raise
+                    slots.release()
                     if result.posts:
                         posts.extend(result.posts)
                     results.append(result.result)
@@ -237,18 +285,26 @@ class Pipeline:
                 # made here, once: eight threads importing httpx on first use would queue
                 # on the import lock instead of fetching
                 _ = self.fetcher
+            # Fetch threads and parse workers report here when they finish: the loop wakes once
+            # per event and looks only at the (bounded) bodies in flight, never at every
+            # source's future (waiting on all of them is quadratic at 10,000 sources).
+            events: queue.SimpleQueue[tuple[bool, Future]] = queue.SimpleQueue()
+            served: dict[str, str | None] = {}  # the RSSHub instance that answered, per source
             with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
-                fetching = {threads.submit(fetch_one, s) for s in todo}
+                for s in todo:
+                    threads.submit(fetch_one, s).add_done_callback(lambda f: events.put((True, f)))
+                fetching = len(todo)
                 while fetching or pending:
-                    done, _ = wait(fetching | {p[2] for p in pending}, timeout=PARSE_TIMEOUT,
-                                   return_when=FIRST_COMPLETED)
-                    if not done:  # a parse stuck past its limit: finish() times it out
+                    try:
+                        was_fetch, future = events.get(timeout=PARSE_TIMEOUT)
+                    except queue.Empty:  # a parse stuck past its limit: finish() times it out
                         finish(block=True)
                         continue
-                    for future in done & fetching:
-                        fetching.discard(future)
+                    if was_fetch:
+                        fetching -= 1
                         outcome = future.result()
                         src, state, now = outcome.source, states[outcome.source.name], self.clock()
+                        served[src.name] = outcome.served_by
                         before = len(results)
                         if outcome.error is not None:
                             slots.release()
@@ -264,12 +320,14 @@ class Pipeline:
                             # batched: one commit for many 304s (flushed below and at the end)
                             unchanged.append((src.name, src.url, dict(now=now, validators=got.validators,
                                                                       body_hash=None, next_poll=next_at,
-                                                                      moved_to=moved)))
+                                                                      moved_to=moved, served_by=outcome.served_by)))
                             results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at,
                                                         moved_to=moved))
                         else:
                             f = outcome.fetched
-                            pending.append((src, f, self._submit(f.body, f.headers, f.final_url, src)))
+                            parsing = self._submit(f.body, f.headers, f.final_url, src)
+                            pending.append(_Pending(src, f, parsing))
+                            parsing.add_done_callback(lambda f: events.put((False, f)))
                         if on_result and len(results) > before:
                             on_result(results[-1])
                         if len(unchanged) >= UNCHANGED_BATCH:
@@ -279,6 +337,13 @@ class Pipeline:
 
             store.record_successes(unchanged)
             finish(block=True)
+            if instances is not None:
+                store.record_instance_health([_health_row(h) for h in instances.changed()])
+            if store.pending_posts():  # merged articles' posts, once each (see _store)
+                try:
+                    posts.extend(self._write_posts(store, missing=False))
+                except PublishError as e:  # owed still: the next publish writes them
+                    log.error("post files still owed, not written: %s", e)
 
             order = {s.name: i for i, s in enumerate(sources)}
             results.sort(key=lambda r: order[r.source])
@@ -290,24 +355,170 @@ class Pipeline:
                 cycle = CycleResult(results=cycle.results, posts_written=cycle.posts_written, published=tuple(self._publish(store)))
         return cycle
 
-    def _finish_one(self, store: Store, state: SourceState, src: Source, fetched: Fetched, future: Future) -> _Finished:
+    def _parsed(self, src: Source, future: Future) -> Processed:
         try:
-            processed: Processed = future.result(timeout=PARSE_TIMEOUT)
+            return future.result(timeout=PARSE_TIMEOUT)
         except FutureTimeout:
             self._reset_pool()
-            processed = Processed(source=src.name, error=f"parsing took longer than {PARSE_TIMEOUT:.0f} s", error_kind=ParseError.kind)
+            return Processed(source=src.name, error=f"parsing took longer than {PARSE_TIMEOUT:.0f} s", error_kind=ParseError.kind)
         except Exception as e:  # a worker died (e.g. killed by the memory limit)
             self._reset_pool()
-            processed = Processed(source=src.name, error=f"parser worker failed: {type(e).__name__}: {e}", error_kind=ParseError.kind)
-        return self._apply(store, state, src, fetched, processed)
+            return Processed(source=src.name, error=f"parser worker failed: {type(e).__name__}: {e}", error_kind=ParseError.kind)
 
-    def _apply(self, store: Store, state: SourceState, src: Source, fetched: Fetched, processed: Processed) -> _Finished:
+    def _apply(self, store: Store, state: SourceState, src: Source, fetched: Fetched, processed: Processed, *,
+               served_by: str | None = None) -> _Finished:
         now = self.clock()
         if processed.error:
             cls = NotAFeedError if processed.error_kind == NotAFeedError.kind else ParseError
             return _Finished(self._failed(store, src, state, cls(processed.error, source=src.name), now))
-        result, written = self._store(store, src, state, fetched, processed, now)
+        result, written = self._store(store, src, state, fetched, processed, now, served_by=served_by)
         return _Finished(result, tuple(written))
+
+    # -- full text (issue 9) ------------------------------------------------------------
+
+    def _fulltext_todo(self, store: Store, src: Source, processed: Processed) -> list[int]:
+        """Which drafts need their article page: items this source has not stored yet, or
+        its own items changed upstream, that ``fulltext.should_fetch`` says are short or cut
+        (all of them with "always"). An item seen before is never fetched again; a copy
+        merged into another source's article neither."""
+        rule = src.fulltext
+        if rule is None or processed.error or not processed.drafts:
+            return []
+        from .fulltext import should_fetch
+
+        known = store.own_versions([d.dedup_keys[0] for d in processed.drafts])
+        todo = []
+        for i, d in enumerate(processed.drafts):
+            mine = known.get(d.dedup_keys[0])
+            if mine is not None and (mine[0] != d.source or mine[1] == d.content_hash):
+                continue
+            if d.link and should_fetch(d.body_html, d.title, rule.mode):
+                todo.append(i)
+        return todo
+
+    def _full_text(self, src: Source, processed: Processed, todo: list[int], cached: dict[str, dict]):
+        """On a fetch thread: fetch (or take from the cache) the article page of each draft
+        in ``todo``, extract it in a worker, judge it (``fulltext.gate``) and put the result
+        in the draft. Returns the new Processed and the pages to cache."""
+        from .fulltext import gate, with_page
+
+        drafts = list(processed.drafts)
+        fresh: list[dict] = []
+        cached = dict(cached)  # and the pages fetched here: items of one feed may share a link
+        stop = time.monotonic() + FULLTEXT_BUDGET
+        for n, i in enumerate(todo):
+            draft = drafts[i]
+            page = cached.get(draft.link)
+            if page is None and n >= FULLTEXT_MAX_PAGES:
+                drafts[i] = replace(draft, fulltext=f"page not fetched: over {FULLTEXT_MAX_PAGES} new items in one poll")
+                continue
+            if page is None and time.monotonic() > stop:
+                drafts[i] = replace(draft, fulltext=f"page not fetched: the poll's {FULLTEXT_BUDGET:.0f} s for pages ran out")
+                continue
+            if page is None:
+                page = self._page(src, draft.link)
+                if page.pop("transient", False):
+                    drafts[i] = replace(draft, fulltext=f"page not fetched: {page['error']}")
+                    continue
+                fresh.append(page)
+                cached[draft.link] = page
+            extracted = _extracted(page)
+            if page["error"] and (not page["status"] or page["status"] < 300):  # blocked, too large; extractor failed
+                verb = "used" if page["status"] else "fetched"
+                drafts[i] = replace(draft, fulltext=f"page not {verb}: {page['error']}")
+                continue
+            verdict = gate(extracted, title=draft.title, summary=draft.body_html, page_status=page["status"])
+            drafts[i] = with_page(draft, extracted, verdict)
+            log.debug("source %s: full text of %s: %s", src.name, draft.link, drafts[i].fulltext)
+        return replace(processed, drafts=tuple(drafts)), fresh
+
+    def _page(self, src: Source, url: str) -> dict:
+        """One article page through the guarded fetcher (the source's own headers, proxy
+        and deadline; the per-host limits), extracted in a worker process with a time
+        limit, as a ``pages`` row. "transient": a failure worth trying again later
+        (network, timeout, 5xx, 429), not cached."""
+        from .fulltext import read_page
+
+        row = dict.fromkeys(Store.PAGE_FIELDS)
+        row.update(url=url, fetched=to_iso(self.clock()), status=0, markers="[]")
+        options = src.options
+        if options.headers and not _same_origin(src.url, url):
+            # the source's Cookie/Authorization belong to its own origin: a feed linking
+            # elsewhere must not collect them (User-Agent, timeout and proxy still apply)
+            options = replace(options, headers=())
+        try:
+            got = self.fetcher.fetch(url, source=src.name, options=options)
+        except AggregatorError as e:
+            status = getattr(e, "status", None) or 0
+            row.update(status=status, error=e.message)
+            row["transient"] = e.kind in ("network", "timeout") or status >= 500 or status == 429
+            return row
+        assert isinstance(got, Fetched)  # no validators sent: never a 304
+        rule = src.fulltext
+        row.update(status=got.status, final_url=got.final_url)
+        content_type = dict(got.headers).get("content-type")
+        job = self._workers().submit(read_page, got.body, content_type, got.final_url,
+                                     content_selector=rule.content_selector, remove_selectors=rule.remove_selectors)
+        try:
+            extracted = job.result(timeout=EXTRACT_TIMEOUT)
+        except FutureTimeout:
+            self._reset_pool()
+            row["error"] = f"extraction took longer than {EXTRACT_TIMEOUT:.0f} s"
+            return row
+        except Exception as e:  # a worker died, or the page broke the extractor
+            row["error"] = f"extraction failed: {type(e).__name__}: {e}"
+            return row
+        if extracted is not None:
+            row.update(html=extracted.html, text=extracted.text, method=extracted.method,
+                       page_title=extracted.page_title, page_text=extracted.page_text,
+                       markers=json.dumps(list(extracted.markers)))
+        return row
+
+    # -- RSSHub routes (issue 9) ---------------------------------------------------------
+
+    def _instances(self, store: Store):
+        """The configured RSSHub instances with their remembered health, shared by this
+        cycle's fetch threads."""
+        from .rsshub import InstanceHealth, InstancePool
+
+        health = {r[0]: InstanceHealth(*r) for r in store.instance_health()}
+        return InstancePool(self.config.rsshub_instances, health)
+
+    def _fetch_route(self, source: Source, state: SourceState, instances) -> tuple[Fetched | NotModified, str]:
+        """An ``rsshub://`` route from the first instance that answers with a feed. An
+        instance failing (5xx, 429, 403, timeout, network, a body that is not a feed) is
+        recorded and the next one is tried in the same fetch; a 404 (an instance without
+        the route) is tried elsewhere but does not count against the instance. Validators
+        go only to the instance that gave them."""
+        from .errors import RouteFailedError
+        from .models import Validators
+        from .rsshub import broken_feed, is_instance_failure, route_url
+
+        params = dict(source.rsshub)
+        failures: list[str] = []
+        last_kind = "network"
+        for base in instances.order(self.clock()):
+            url = route_url(base, source.url, params)
+            validators = state.validators if state.served_by == base else Validators()
+            try:
+                got = self.fetcher.fetch(url, validators, source=source.name, options=source.options)
+            except AggregatorError as e:
+                if is_instance_failure(getattr(e, "status", None), e.kind):
+                    instances.record(base, self.clock(), error=e.message)
+                failures.append(e.message)
+                last_kind = e.kind
+                continue
+            if isinstance(got, Fetched) and (why := broken_feed(got.body, dict(got.headers).get("content-type"))):
+                instances.record(base, self.clock(), error=f"not a feed: {why}")
+                failures.append(f"{url}: not a feed: {why}")
+                last_kind = NotAFeedError.kind
+                continue
+            instances.record(base, self.clock())
+            if failures:
+                log.info("source %s: served by %s after %d failing instance(s)", source.name, base, len(failures))
+            return got, base
+        raise RouteFailedError(f"every RSSHub instance failed for {source.url}: " + "; ".join(failures),
+                               kind=last_kind, source=source.name)
 
     def _expire(self, store: Store) -> int:
         """Retention per category (config ``retention``): rows and post files go together;
@@ -336,8 +547,9 @@ class Pipeline:
         return at
 
     def _moved(self, src: Source, state: SourceState, permanent_url: str | None) -> str | None:
-        """A 301/308 chain: fetch the new URL from now on (RFC 9110 §15.4.2) and say so."""
-        if permanent_url and permanent_url not in (src.url, state.moved_to):
+        """A 301/308 chain: fetch the new URL from now on (RFC 9110 §15.4.2) and say so. Not
+        for an rsshub:// route: an instance's redirect is the instance's business."""
+        if permanent_url and permanent_url not in (src.url, state.moved_to) and not is_route(src.url):
             from .fetch import redact
 
             log.warning("source %s moved permanently to %s (run 'aggregator poll --update-moved' to write it to the config)",
@@ -360,7 +572,8 @@ class Pipeline:
         store.record_failure(src.name, src.url, now=now, kind=error.kind, message=error.message, next_poll=next_at)
         return SourceResult(source=src.name, error=error.message, error_kind=error.kind, next_poll=next_at)
 
-    def _store(self, store: Store, src: Source, state: SourceState, fetched: Fetched, processed: Processed, now: datetime):
+    def _store(self, store: Store, src: Source, state: SourceState, fetched: Fetched, processed: Processed, now: datetime,
+               *, served_by: str | None = None):
         from .publish.posts import post_name, write_post
 
         for problem in processed.problems:
@@ -372,7 +585,10 @@ class Pipeline:
         written = []
         done: list[int] = []
         try:
-            for article in applied.new + applied.updated + applied.merged:
+            # A merged copy only adds a source to an article already on disk: its post stays
+            # owed (pending_posts) and is written once at the end of the cycle, however many
+            # sources merged into it (at 10,000 sources an article may merge 40 times).
+            for article in applied.new + applied.updated:
                 if write_post(article, self.config.posts_dir):
                     written.append(article.post_name)
                 done.append(article.id)
@@ -389,7 +605,7 @@ class Pipeline:
         # Recorded last: if anything above failed, the next poll sees a new body again.
         store.record_success(
             src.name, src.url, now=now, validators=fetched.validators, body_hash=_body_hash(fetched.body),
-            title=processed.title, next_poll=next_at, moved_to=moved, hints=hints,
+            title=processed.title, next_poll=next_at, moved_to=moved, hints=hints, served_by=served_by,
         )
         return SourceResult(
             source=src.name, new=len(applied.new), updated=len(applied.updated),
@@ -398,14 +614,20 @@ class Pipeline:
             next_poll=next_at, moved_to=moved,
         ), written
 
-    def ingest(self, source: Source, fetched: Fetched) -> SourceResult:
+    def ingest(self, source: Source, fetched: Fetched, *, served_by: str | None = None) -> SourceResult:
         """Store a response fetched outside a cycle (``add-source``'s check) exactly as a poll
-        would, validators included: adding a feed never costs two downloads (issue 3)."""
+        would, validators and full text included: adding a feed never costs two downloads
+        (issue 3). ``served_by``: the RSSHub instance that answered a route."""
         with Store(self.config.db_path) as store:
             state = store.source_state(source.name)
             processed = process_feed(fetched.body, fetched.headers, fetched.final_url, source, self.clock(),
                                      self.config.future_skew, self.config.iframe_hosts)
-            result = self._apply(store, state, source, fetched, processed).result
+            todo = self._fulltext_todo(store, source, processed)
+            if todo:
+                cached = store.cached_pages([processed.drafts[i].link for i in todo], since=self.clock() - PAGE_CACHE)
+                processed, pages = self._full_text(source, processed, todo, cached)
+                store.save_pages(pages, older_than=self.clock() - PAGE_CACHE)
+            result = self._apply(store, state, source, fetched, processed, served_by=served_by).result
             if result.error:
                 return result
             if result.new or result.updated or not (self.config.output_dir / "index.opml").exists():
@@ -523,6 +745,32 @@ def _body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def _same_origin(source_url: str, url: str) -> bool:
+    import httpx
+
+    from .politeness import same_origin
+
+    try:
+        return same_origin(httpx.URL(source_url), httpx.URL(url))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+
+
+def _extracted(page: dict):
+    """A cached ``pages`` row as ``fulltext.Extracted`` (None: nothing was extracted)."""
+    if page.get("html") is None:
+        return None
+    from .fulltext import Extracted
+
+    return Extracted(html=page["html"], text=page["text"] or "", method=page["method"] or "",
+                     page_title=page["page_title"] or "", page_text=page["page_text"] or "",
+                     markers=tuple(json.loads(page["markers"] or "[]")))
+
+
+def _health_row(h) -> tuple:
+    return (h.url, h.last_success, h.last_failure, h.failures, h.last_error, h.next_try)
+
+
 # -- add-source's check ------------------------------------------------------------------
 
 
@@ -535,14 +783,31 @@ class FeedCheck:
     entries: int
     discovered_from: str | None = None  # the page URL, when the feed was found through it
     fetched: Fetched | None = None  # the response, so the first poll need not download it again
+    served_by: str | None = None  # the RSSHub instance that answered an rsshub:// route
 
 
-def check_feed(config: Config, url: str, *, source: str | None = None) -> FeedCheck:
-    """Fetch ``url`` once; if it is an HTML page that advertises a feed, fetch that instead.
-    Raises ``SourceError`` (NotAFeedError, FetchError, ParseError) with a clear message."""
+def check_feed(config: Config, url: str, *, source: str | None = None,
+               rsshub: tuple[tuple[str, str], ...] = ()) -> FeedCheck:
+    """Fetch ``url`` once; if it is an HTML page that advertises a feed, fetch that instead;
+    an ``rsshub://`` route is tried on the instances in turn, as a poll does (their health
+    is recorded). Raises ``SourceError`` (NotAFeedError, FetchError, ParseError) with a
+    clear message."""
     from .errors import NotAFeedError
     from .fetch import Fetcher
     from .parse import find_feed_links, looks_like_html, parse_feed
+
+    if is_route(url):
+        name = source or url
+        with Pipeline(config) as pipeline, Store(config.db_path) as store:
+            instances = pipeline._instances(store)
+            try:
+                got, base = pipeline._fetch_route(Source(name=name, url=url, category="", channel=None, interval=0,
+                                                         rsshub=rsshub), SourceState(name=name), instances)
+            finally:
+                store.record_instance_health([_health_row(h) for h in instances.changed()])
+        assert isinstance(got, Fetched)  # no validators sent: never a 304
+        feed = parse_feed(got.body, got.headers, got.final_url, source=source)
+        return FeedCheck(url=url, title=feed.title, entries=len(feed.entries), fetched=got, served_by=base)
 
     with Fetcher(config.fetch_limits()) as fetcher:
         got = fetcher.fetch(url, source=source)

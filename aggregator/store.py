@@ -27,7 +27,7 @@ from .decide import Match, Verdict, decide, edit_allowed, merge_changes, pick_ma
 from .errors import StoreError
 from .models import ArticleDraft, ArticleRef, OutputState, SourceStats, Stats, StoredArticle, Validators
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _ARTICLE_COLUMNS = (
     "id, uid, source, category, channel, guid, link, title, author, date, image, body_html,"
@@ -64,6 +64,7 @@ class SourceState:
     ttl_minutes: int | None = None
     update_period: str | None = None
     update_frequency: int | None = None
+    served_by: str | None = None  # the RSSHub instance that last answered (an rsshub:// source)
 
     @property
     def fetch_url(self) -> str | None:
@@ -76,7 +77,7 @@ class ApplyResult:
     updated: tuple[StoredArticle, ...]
     unchanged: int
     duplicates: int
-    merged: tuple[StoredArticle, ...] = ()  # only their list of sources grew: posts rewritten
+    merged: tuple[int, ...] = ()  # ids of articles whose list of sources only grew: posts owed
     capped: int = 0  # edits refused by the per-day edit cap
     expired: int = 0  # items of articles removed by retention: not republished
 
@@ -245,6 +246,24 @@ class Store:
                 # commit and the write is repaired by the next publish (not only "missing"
                 # files: an edited article's old file exists but is stale).
                 conn.execute("CREATE TABLE pending_posts (article_id INTEGER PRIMARY KEY)")
+            if version < 8:
+                # issue 9: why an article's body is (not) its page's full text; extracted
+                # pages by URL (an article page is fetched once, not on every poll); the
+                # RSSHub instance that last answered a route (its validators are its own);
+                # each RSSHub instance's health.
+                self.db["articles"].add_column("fulltext", str)
+                self.db["sources"].add_column("served_by", str)
+                self.db["pages"].create(
+                    {"url": str, "fetched": str, "status": int, "final_url": str, "error": str, "html": str,
+                     "text": str, "method": str, "page_title": str, "page_text": str, "markers": str},
+                    pk="url",
+                )
+                self.db["pages"].create_index(["fetched"])
+                self.db["rsshub_instances"].create(
+                    {"url": str, "last_success": str, "last_failure": str, "failures": int, "last_error": str,
+                     "next_try": str},
+                    pk="url", not_null={"failures"}, defaults={"failures": 0},
+                )
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -270,7 +289,7 @@ class Store:
             "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
             " last_error_kind, last_attempt, last_success, title, next_poll, moved_to, ttl_minutes,"
             " update_period, update_frequency,"
-            " (SELECT count(*) FROM articles a WHERE a.source = s.name)"
+            " (SELECT count(*) FROM articles a WHERE a.source = s.name), served_by"
             " FROM sources s WHERE name = ?",
             [name],
         ).fetchone()
@@ -284,7 +303,7 @@ class Store:
             "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
             " last_error_kind, last_attempt, last_success, title, next_poll, moved_to, ttl_minutes,"
             " update_period, update_frequency,"
-            " (SELECT count(*) FROM articles a WHERE a.source = s.name) FROM sources s"
+            " (SELECT count(*) FROM articles a WHERE a.source = s.name), served_by FROM sources s"
         ).fetchall()
         states = {r[0]: _source_state(r) for r in rows}
         for name, count in self.db.execute("SELECT source, count(*) FROM articles GROUP BY source"):
@@ -295,8 +314,8 @@ class Store:
     _SUCCESS_SQL = (
         "INSERT INTO sources (name, url, etag, last_modified, body_hash, state, error_count,"
         " last_error, last_error_kind, last_attempt, last_success, title, next_poll, moved_to,"
-        " ttl_minutes, update_period, update_frequency, polls_total)"
-        " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+        " ttl_minutes, update_period, update_frequency, polls_total, served_by)"
+        " VALUES (?, ?, ?, ?, ?, 'ok', 0, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
         " ON CONFLICT(name) DO UPDATE SET url = excluded.url, etag = excluded.etag,"
         " last_modified = excluded.last_modified,"
         " body_hash = coalesce(excluded.body_hash, sources.body_hash), state = 'ok', error_count = 0,"
@@ -304,6 +323,7 @@ class Store:
         " polls_total = sources.polls_total + 1,"
         " last_success = excluded.last_success, title = coalesce(excluded.title, sources.title),"
         " next_poll = excluded.next_poll, moved_to = coalesce(excluded.moved_to, sources.moved_to),"
+        " served_by = coalesce(excluded.served_by, sources.served_by),"
         " ttl_minutes = CASE WHEN ? THEN excluded.ttl_minutes ELSE sources.ttl_minutes END,"
         " update_period = CASE WHEN ? THEN excluded.update_period ELSE sources.update_period END,"
         " update_frequency = CASE WHEN ? THEN excluded.update_frequency ELSE sources.update_frequency END"
@@ -314,17 +334,18 @@ class Store:
         name: str, url: str, *, now: datetime, validators: Validators,
         body_hash: str | None, title: str | None = None, next_poll: datetime | None = None,
         moved_to: str | None = None, hints: tuple[int | None, str | None, int | None] | None = None,
+        served_by: str | None = None,
     ) -> list:
         ttl, period, freq = hints or (None, None, None)
         return [name, url, validators.etag, validators.last_modified, body_hash, to_iso(now), to_iso(now), title,
-                to_iso(next_poll) if next_poll else None, moved_to, ttl, period, freq,
+                to_iso(next_poll) if next_poll else None, moved_to, ttl, period, freq, served_by,
                 hints is not None, hints is not None, hints is not None]
 
     def record_success(self, name: str, url: str, **kw) -> None:
         """A fetch that worked (200 or 304): validators kept, health reset. Keywords:
         ``now``, ``validators``, ``body_hash``, ``title``, ``next_poll``, ``moved_to``,
         ``hints`` — the feed's (ttl, sy:updatePeriod, sy:updateFrequency), given when a
-        body was parsed."""
+        body was parsed; ``served_by`` — the RSSHub instance that answered."""
         self.record_successes([(name, url, kw)])
 
     def record_successes(self, records: Sequence[tuple[str, str, dict]]) -> None:
@@ -474,13 +495,13 @@ class Store:
                                          [(i,) for i in sorted(owed)])
                 self.db.execute("INSERT INTO meta (key, value) VALUES ('publish_pending', '1')"
                                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-        by_id = {a.id: a for a in self.articles_by_id(new + updated + merged)}
+        by_id = {a.id: a for a in self.articles_by_id(new + updated)}
         # An article appears once, under its strongest change: new > updated > merged.
         updated = [i for i in dict.fromkeys(updated) if i not in new]
         merged = [i for i in dict.fromkeys(merged) if i not in new and i not in updated]
         return ApplyResult(
             new=tuple(by_id[i] for i in new), updated=tuple(by_id[i] for i in updated),
-            merged=tuple(by_id[i] for i in merged),
+            merged=tuple(merged),
             unchanged=unchanged + capped + expired, duplicates=duplicates, capped=capped, expired=expired,
         )
 
@@ -489,14 +510,14 @@ class Store:
         date = draft.date or now
         now_s = to_iso(now)
         cur = self.db.execute(
-            f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)}, text_len, simhash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)}, text_len, simhash, fulltext)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 uid, draft.source, draft.category, draft.channel, draft.guid, draft.link,
                 draft.title, draft.author, to_iso(date), draft.image, draft.body_html,
                 draft.summary, draft.content_hash, now_s, now_s,
                 self._free_post_name(name_post(draft.title, date, uid)), draft.date_note,
-                draft.text_len, _signed(draft.fingerprint),
+                draft.text_len, _signed(draft.fingerprint), draft.fulltext,
             ],
         )
         article_id = cur.lastrowid
@@ -538,13 +559,13 @@ class Store:
             "UPDATE articles SET guid = ?, link = ?, title = ?, date = coalesce(?, date),"
             " date_note = CASE WHEN ? IS NULL THEN date_note ELSE ? END,"
             " image = ?, body_html = ?, summary = ?, content_hash = ?, updated = ?, text_len = ?,"
-            " simhash = coalesce(?, simhash) WHERE id = ?",
+            " simhash = coalesce(?, simhash), fulltext = ? WHERE id = ?",
             [
                 draft.guid, draft.link, draft.title,
                 to_iso(draft.date) if draft.date else None,
                 to_iso(draft.date) if draft.date else None, draft.date_note, draft.image,
                 draft.body_html, draft.summary, draft.content_hash, to_iso(now), draft.text_len,
-                _signed(draft.fingerprint), article_id,
+                _signed(draft.fingerprint), draft.fulltext, article_id,
             ],
         )
         if draft.fingerprint is not None:
@@ -723,6 +744,71 @@ class Store:
             ))
         return refs
 
+    # -- full text and RSSHub (issue 9) ------------------------------------------------
+
+    def own_versions(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """For source+guid keys (``g:`` dedup keys): the article each belongs to, as
+        (article's source, content_hash). The pipeline fetches article pages only for items
+        it has not stored (absent here) or that changed upstream."""
+        out: dict[str, tuple[str, str]] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            out.update((k, (src, h)) for k, src, h in self.db.execute(
+                "SELECT k.key, a.source, a.content_hash FROM article_keys k JOIN articles a ON a.id = k.article_id"
+                f" WHERE k.key IN ({', '.join('?' * len(chunk))})", chunk))
+        return out
+
+    def fulltext_note(self, article_id: int) -> str | None:
+        row = self.db.execute("SELECT fulltext FROM articles WHERE id = ?", [article_id]).fetchone()
+        return row[0] if row else None
+
+    PAGE_FIELDS = ("url", "fetched", "status", "final_url", "error", "html", "text", "method", "page_title",
+                   "page_text", "markers")
+
+    def cached_pages(self, urls: Sequence[str], *, since: datetime) -> dict[str, dict]:
+        """Extracted article pages fetched at or after ``since``, by URL."""
+        out: dict[str, dict] = {}
+        urls = list(dict.fromkeys(urls))
+        for i in range(0, len(urls), 500):
+            chunk = urls[i : i + 500]
+            rows = self.db.execute(f"SELECT {', '.join(self.PAGE_FIELDS)} FROM pages WHERE fetched >= ? AND url IN"
+                                   f" ({', '.join('?' * len(chunk))})", [to_iso(since), *chunk]).fetchall()
+            out.update((r[0], dict(zip(self.PAGE_FIELDS, r))) for r in rows)
+        return out
+
+    def save_pages(self, pages: Sequence[dict], *, older_than: datetime) -> None:
+        """Remember extracted pages (keys: PAGE_FIELDS) and forget those fetched before
+        ``older_than`` (the cache only saves refetching a page seen recently)."""
+        with self._write():
+            self.db.conn.executemany(
+                f"INSERT OR REPLACE INTO pages ({', '.join(self.PAGE_FIELDS)})"
+                f" VALUES ({', '.join('?' * len(self.PAGE_FIELDS))})",
+                [[p.get(f) for f in self.PAGE_FIELDS] for p in pages],
+            )
+            self.db.execute("DELETE FROM pages WHERE fetched < ?", [to_iso(older_than)])
+
+    def instance_health(self) -> list[tuple]:
+        """Every RSSHub instance's record: (url, last_success, last_failure, failures,
+        last_error, next_try), times as datetimes."""
+        rows = self.db.execute("SELECT url, last_success, last_failure, failures, last_error, next_try"
+                               " FROM rsshub_instances ORDER BY url").fetchall()
+        return [(u, from_iso(s) if s else None, from_iso(f) if f else None, n, e, from_iso(t) if t else None)
+                for u, s, f, n, e, t in rows]
+
+    def record_instance_health(self, records: Sequence[tuple]) -> None:
+        """Write instance records, each (url, last_success, last_failure, failures,
+        last_error, next_try)."""
+        if not records:
+            return
+        with self._write():
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO rsshub_instances (url, last_success, last_failure, failures, last_error,"
+                " next_try) VALUES (?, ?, ?, ?, ?, ?)",
+                [(u, to_iso(s) if s else None, to_iso(f) if f else None, n, e, to_iso(t) if t else None)
+                 for u, s, f, n, e, t in records],
+            )
+
     def pending_posts(self) -> list[int]:
         """Articles whose post file is owed (committed, file not yet confirmed written)."""
         return [r[0] for r in self.db.execute("SELECT article_id FROM pending_posts ORDER BY article_id")]
@@ -870,7 +956,7 @@ def _source_state(r) -> SourceState:
         state=r[5], error_count=r[6], last_error=r[7], last_error_kind=r[8],
         last_attempt=from_iso(r[9]) if r[9] else None, last_success=from_iso(r[10]) if r[10] else None,
         title=r[11], next_poll=from_iso(r[12]) if r[12] else None, moved_to=r[13], ttl_minutes=r[14],
-        update_period=r[15], update_frequency=r[16], articles=r[17],
+        update_period=r[15], update_frequency=r[16], articles=r[17], served_by=r[18],
     )
 
 

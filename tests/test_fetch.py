@@ -953,3 +953,22 @@ def test_proxy_credentials_are_used_but_never_shown():
     for e in errors:
         assert pw not in str(e) and "alice" not in str(e), str(e)
         assert e.__cause__ is None or pw not in str(e.__cause__)
+
+
+def test_unwanted_bodies_are_read_so_the_connection_is_reused(fetcher):
+    """A warm cycle is mostly 304s: each one, a redirect and an error page are read to
+    their end, so one keep-alive connection serves them all (a response closed unread
+    takes its connection with it, and every request would pay a new handshake)."""
+    with FeedServer() as srv:
+        srv.add("/feed", RSS, etag='"v1"')
+        srv.redirect("/old", srv.url("/feed"), status=302)
+        got = fetcher.fetch(srv.url("/feed"))
+        assert isinstance(got, Fetched)
+        for _ in range(3):
+            assert isinstance(fetcher.fetch(srv.url("/feed"), got.validators), NotModified)
+        assert isinstance(fetcher.fetch(srv.url("/old"), got.validators), NotModified)
+        with pytest.raises(HTTPStatusError):
+            fetcher.fetch(srv.url("/missing"))
+        assert isinstance(fetcher.fetch(srv.url("/feed"), got.validators), NotModified)
+        peers = [r.peer for r in srv.requests]
+    assert len(peers) == 8 and len(set(peers)) == 1, peers

@@ -136,6 +136,24 @@ def test_tracking_parameters_do_not_make_duplicates_across_sources(tmp_path, ser
     assert len(list(cfg.posts_dir.glob("*.md"))) == 1
 
 
+
+def test_a_story_carried_by_many_sources_is_written_once_per_cycle_not_once_per_copy(tmp_path, server):
+    """Every merged copy adds a source to the post's front matter; the post is written at
+    the end of the cycle with all of them, not rewritten per copy (at 10,000 sources a
+    story may arrive 40 times in one cycle)."""
+    mirrors = 6
+    sources = []
+    for i in range(mirrors):
+        item = _rss([(1, "Shared story", "<p>Wire copy.</p>" if i else "<p>Wire copy, the full one.</p>")])
+        server.add(f"/m{i}.xml", item.replace(b"id-1", f"m{i}-1".encode()))
+        sources.append({"name": f"M{i}", "url": server.url(f"/m{i}.xml"), "category": "news"})
+    cfg, cycle = _poll(tmp_path, sources)
+    assert sum(r.new for r in cycle.results) == 1 and sum(r.duplicates for r in cycle.results) == mirrors - 1
+    (post,) = cfg.posts_dir.glob("*.md")
+    assert cycle.posts_written.count(post.name) <= 2  # new at once, then once with every merge
+    assert sorted(s["name"] for s in load_post(post)["sources"]) == [f"M{i}" for i in range(mirrors)]
+
+
 # -- failures stay local ------------------------------------------------------------------
 
 

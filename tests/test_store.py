@@ -56,7 +56,7 @@ def test_decider_table():
 
 def test_wal_and_schema(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
 
 
 def test_migration_from_schema_1_keeps_data(tmp_path):
@@ -69,9 +69,11 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
             s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
         for column in ("date_note", "text_len", "simhash"):
             s.db.execute(f"ALTER TABLE articles DROP COLUMN {column}")
-        for column in ("polls_total", "errors_total"):
+        for column in ("polls_total", "errors_total", "served_by"):
             s.db.execute(f"ALTER TABLE sources DROP COLUMN {column}")
-        for table in ("article_sources", "article_versions", "near_keys", "meta", "outputs", "pending_posts"):
+        s.db.execute("ALTER TABLE articles DROP COLUMN fulltext")
+        for table in ("article_sources", "article_versions", "near_keys", "meta", "outputs", "pending_posts", "pages",
+                      "rsshub_instances"):
             s.db.execute(f"DROP TABLE {table}")
         s.db.execute("CREATE TABLE near_keys (band TEXT, article_id INTEGER)")  # the schema-4 shape
         s.db.execute("PRAGMA user_version = 1")
@@ -83,6 +85,8 @@ def test_migration_from_schema_1_keeps_data(tmp_path):
         assert s.all_articles()[0].sources == (("A", None),)  # the first copy is backfilled
         assert [(x.polls_total, x.errors_total) for x in s.stats(T0).sources] == [(0, 0)]
         assert s.outputs() == {} and s.meta() == {}
+        assert s.instance_health() == [] and s.cached_pages(["https://x.example/"], since=T0) == {}
+        assert s.fulltext_note(s.all_articles()[0].id) is None
 
 
 def test_counters_meta_outputs_and_stats(store):
@@ -239,8 +243,9 @@ def test_duplicate_from_another_source_is_merged_keeping_earliest_date_and_fulle
 def test_a_shorter_later_copy_only_adds_its_source(store):
     first = apply(store, [draft(A, "a1", body="<p>The full and long story text.</p>", link="https://x.example/s")]).new[0]
     r = apply(store, [draft(B, "b1", body="<p>Short.</p>", link="https://x.example/s", date=T0 + timedelta(hours=1))])
-    assert not r.updated and [a.id for a in r.merged] == [first.id]
-    assert r.merged[0].body_html == first.body_html and r.merged[0].date == first.date
+    assert not r.updated and list(r.merged) == [first.id]
+    (after,) = store.articles_by_id(r.merged)
+    assert after.body_html == first.body_html and after.date == first.date
     again = apply(store, [draft(B, "b1", body="<p>Short.</p>", link="https://x.example/s", date=T0 + timedelta(hours=1))])
     assert not again.merged and again.duplicates == 1  # the same copy twice: nothing to do
     log = store.article_sources(first.id)
