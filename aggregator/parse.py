@@ -14,7 +14,8 @@ process under memory and time limits (HAZARDS.md, "Parsing").
             superset fallbacks; a guess for undeclared legacy bytes)-->
           --refuse <!ENTITY / internal DTD subset; refuse HTML pages-->
           --invalid numeric character references -> U+FFFD-->
-          --feedparser(io.BytesIO(utf-8), sanitize_html=False, ...)--> ParsedFeed
+          --fastparse.fast_parse (well-formed RSS 2.0 / Atom 1.0 only; equal results)--> ParsedFeed
+          --else feedparser(io.BytesIO(utf-8), sanitize_html=False, ...)--> ParsedFeed
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bs4 import BeautifulSoup, ParserRejectedMarkup, SoupStrainer
 from aggregator.encoding import codec_name, decode_feed_bytes, sniff_text
 from aggregator.errors import NotAFeedError, ParseError
 from aggregator.jsonfeed import parse_json_feed, text_to_html
+from aggregator import fastparse
 from aggregator.models import FeedLink, ParsedEntry, ParsedFeed
 
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -107,6 +109,12 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
     if replaced:
         warnings.append(f"replaced {replaced} invalid character reference"
                         f"{'s' if replaced > 1 else ''} with U+FFFD")
+    # Ordinary well-formed RSS 2.0 / Atom 1.0: lxml and feedparser's own rules replayed,
+    # equal to what feedparser gives (tests/test_fastparse.py, over the whole corpus), at
+    # about a third of the CPU; None for anything it is not sure of.
+    fast = fastparse.fast_parse(text, url, warnings)
+    if fast is not None:
+        return fast
     # We decoded; feedparser gets UTF-8 with the old declaration removed (it writes its own).
     utf8 = _XML_DECL_TEXT.sub(r"\1", text.lstrip("\ufeff"), count=1).encode("utf-8")
     # No Content-Location: feedparser would resolve guids/ids against it (even with

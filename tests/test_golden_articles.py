@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,10 +22,11 @@ from aggregator.config import load_config
 from aggregator.pipeline import Pipeline
 from tests.conftest import write_config
 from tests.helpers import feed_files
+from tests.test_posts_equivalence import pyyaml_post
 
 GOLDEN = Path(__file__).parent / "golden" / "articles"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "feed.xml").is_file())
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 BASE = "https://feeds.example.org/"
 
 
@@ -62,3 +63,11 @@ def test_golden_article(case, tmp_path, server):
     upstream = server.url("/").encode()
     _check(folder / "entry.rss.xml", _entry(rss, "item").replace(upstream, b"http://upstream.test/"))
     _check(folder / "entry.atom.xml", _entry(atom, "entry").replace(upstream, b"http://upstream.test/"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_post_is_what_pyyaml_writes(case):
+    # render_post writes its front matter without PyYAML (issue 8); every golden post,
+    # whenever it is regenerated, must still be exactly PyYAML's text for its values.
+    text = (GOLDEN / case / "post.md").read_text(encoding="utf-8")
+    assert pyyaml_post(text) == text

@@ -10,7 +10,8 @@
 validates (validate.py) and writes them; ``websub.py`` tells a hub what changed.
 
 Owns: everything that turns a :class:`~aggregator.models.StoredArticle` into bytes on
-disk, and the only code that imports feedgen, python-frontmatter and PyYAML for output.
+disk, and the only code that imports feedgen and python-frontmatter (whose YAML handler
+is ours: posts.py writes the fixed front matter itself, byte-identical to PyYAML's).
 Every file is written atomically and only when its bytes change (atomic.py).
 
 Must not: query the database (it receives articles), read the clock (dates come from the

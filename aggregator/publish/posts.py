@@ -31,14 +31,14 @@ The reference is ``shared/fixtures/seed-article.md``::
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
 import frontmatter
-import yaml
 
 from aggregator.errors import PublishError
 from aggregator.models import StoredArticle
@@ -55,6 +55,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def strip_illegal_chars(text: str) -> str:
     """Remove the characters XML 1.0 forbids (and that cannot be UTF-8 encoded)."""
+    if not _ILLEGAL_CHARS.search(text):  # nearly every text: one scan, no copy
+        return text
     if _SURROGATE.search(text):
         # A *pair* of surrogate code points (JSON "\ud83d\ude00", 'surrogatepass'
         # decoding) is one real character: join it first, so only lone halves are lost.
@@ -66,74 +68,108 @@ def rfc822(moment: datetime) -> str:
     """``Wed, 10 Nov 2021 11:50:52 GMT``: English names whatever the locale (RFC 5322
     §3.3 via ``email.utils``, which never consults ``locale``); naive means UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
 # --- front matter ---------------------------------------------------------------------
 
-
-class _Quoted(str):
-    """A string value that must be written quoted (never plain) in the front matter."""
-
-
-# Single quotes are used (as in the seed) when the value has only printable characters
-# and no line break (PyYAML folds a multi-line single-quoted scalar over several lines);
-# anything else is double-quoted, where every such character is an escape that both
-# PyYAML and js-yaml read back (\n, \t, \L for U+2028, \x85, \uFEFF…).
-_SINGLE_QUOTABLE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*")
-
-
-def _represent_quoted(dumper: yaml.SafeDumper, value: _Quoted) -> yaml.ScalarNode:
-    # Hexo reads front matter with js-yaml (YAML 1.2 core schema): plain 1e3, 0o17, -.5,
-    # null, yes, 2021-11-10… would come back as numbers, null, booleans or dates
-    # (HAZARDS.md, "Articles and Hexo"). A quoted scalar is a string in every schema.
-    style = "'" if _SINGLE_QUOTABLE.fullmatch(value) else '"'
-    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style=style)
-
-
-class _FrontMatterDumper(yaml.SafeDumper):
-    """The pure-Python SafeDumper (not libyaml's CSafeDumper, which python-frontmatter
-    prefers when present) so the output is the same on every machine."""
-
-
-_FrontMatterDumper.add_representer(_Quoted, _represent_quoted)
-
-_YAML_OPTIONS = {
-    "Dumper": _FrontMatterDumper,
-    "sort_keys": False,  # the seed's key order; PyYAML sorts by default
-    "allow_unicode": True,  # 中文 stays UTF-8, not \u escapes
-    "default_flow_style": False,
-    "width": 1 << 30,  # never fold a long title over several lines
+# The front matter's YAML is written here (a python-frontmatter handler), not by PyYAML:
+# its shape is fixed (known keys, string values, one boolean), and PyYAML's pure-Python
+# emitter cost ~0.3 ms per post, most of a cold poll's post writing. The text is exactly what ``yaml.dump`` with the SafeDumper,
+# ``sort_keys=False``, ``allow_unicode=True``, ``default_flow_style=False`` and an
+# unbounded width wrote for the same mapping (tests/test_posts_equivalence.py compares the
+# bytes for hostile values and reads them back with PyYAML and python-frontmatter).
+#
+# Every value is quoted: Hexo reads front matter with js-yaml (YAML 1.2 core schema), where
+# plain 1e3, 0o17, -.5, null, yes, 2021-11-10… would come back as numbers, null, booleans
+# or dates (HAZARDS.md, "Articles and Hexo"). A quoted scalar is a string in every schema.
+#
+# Single quotes (as in the seed) when every character is printable and none is a line
+# break; YAML 1.2 §7.3.2: the only escape is '' for '. PyYAML's printable set is
+# [\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010fffe] without U+FEFF; U+2028/U+2029
+# are line breaks. (A single-quoted scalar with a break would be folded over lines.)
+_SINGLE_QUOTABLE = re.compile(r"[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010fffe]*")
+# Anything else is double-quoted (YAML 1.2 §7.3.1), where a character outside
+# [\x20-\x7e\xa0-\ud7ff\ue000-\ufffd], and ", \\, U+0085, U+2028, U+2029, U+FEFF, is
+# written as an escape that PyYAML and js-yaml both read back.
+_DOUBLE_ESCAPED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]")
+# PyYAML's table (the C0 controls in it never get here: strip_illegal_chars drops them).
+_SHORT_ESCAPES = {
+    "\x00": "\\0", "\x07": "\\a", "\x08": "\\b", "\t": "\\t", "\n": "\\n", "\x0b": "\\v", "\x0c": "\\f",
+    "\r": "\\r", "\x1b": "\\e", '"': '\\"', "\\": "\\\\", "\x85": "\\N", "\u2028": "\\L", "\u2029": "\\P",
 }
 
 
-def _q(text: str) -> _Quoted:
-    return _Quoted(strip_illegal_chars(text))
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    # PyYAML's choice of form: \xXX up to U+00FF, \uXXXX in the BMP, \UXXXXXXXX beyond.
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    return f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+
+
+def _scalar(text: str) -> str:
+    """``text`` (illegal characters stripped) as a quoted YAML scalar."""
+    text = strip_illegal_chars(text)
+    if _SINGLE_QUOTABLE.fullmatch(text):
+        return "'" + text.replace("'", "''") + "'"
+    return '"' + _DOUBLE_ESCAPED.sub(_escape, text) + '"'
 
 
 def front_matter(article: StoredArticle) -> dict[str, object]:
     """The front-matter mapping, keys in the seed's order, then ``link``, then ``sources``
     (only for an article merged from several sources)."""
-    thumbnail = _q(article.thumbnail)
     meta: dict[str, object] = {
-        "title": _q(article.title),
-        "categories": [_q(c) for c in article.categories],
-        "headimg": thumbnail,
-        "author": _q(article.source),  # the seed's author is the source (财联社)
+        "title": article.title,
+        "categories": list(article.categories),
+        "headimg": article.thumbnail,
+        "author": article.source,  # the seed's author is the source (财联社)
         "comments": False,
-        "date": _q(rfc822(article.date)),
-        "thumbnail": thumbnail,
+        "date": rfc822(article.date),
+        "thumbnail": article.thumbnail,
     }
     if article.link:
-        meta["link"] = _q(article.link)
+        meta["link"] = article.link
     if len(article.sources) > 1:
         # One story from several sources (issue 5): every one, first first, after the
         # seed's keys. A single-source article keeps exactly the seed's shape.
-        meta["sources"] = [
-            {"name": _q(name), **({"link": _q(link)} if link else {})} for name, link in article.sources
-        ]
+        meta["sources"] = [{"name": name, **({"link": link} if link else {})} for name, link in article.sources]
     return meta
+
+
+def _yaml(meta: dict[str, object]) -> str:
+    """The block-style YAML of a front-matter mapping: strings (always quoted), booleans,
+    lists of strings and lists of string mappings -- the only shapes ``front_matter`` makes."""
+    lines = []
+    for key, value in meta.items():
+        if isinstance(value, bool):
+            lines.append(f"{key}: {'true' if value else 'false'}")
+        elif isinstance(value, str):
+            lines.append(f"{key}: {_scalar(value)}")
+        else:
+            lines.append(f"{key}:")
+            for item in value:  # type: ignore[union-attr]
+                if isinstance(item, dict):
+                    lines += [("- " if i == 0 else "  ") + f"{k}: {_scalar(v)}" for i, (k, v) in enumerate(item.items())]
+                else:
+                    lines.append("- " + _scalar(item))
+    return "\n".join(lines)
+
+
+class _FrontMatterHandler(frontmatter.YAMLHandler):
+    """python-frontmatter's YAML handler with our emitter (above) in place of PyYAML's:
+    python-frontmatter still owns the file's shape (delimiters, blank line, body)."""
+
+    def export(self, metadata: dict[str, object], **kwargs: object) -> str:
+        return _yaml(metadata)
+
+
+_HANDLER = _FrontMatterHandler()
 
 
 # --- body -----------------------------------------------------------------------------
@@ -142,8 +178,9 @@ def front_matter(article: StoredArticle) -> dict[str, object]:
 # (Raw-text elements such as <xmp>, <script>, <style> never survive aggregator.clean.)
 _WHITESPACE_TAG = re.compile(r"<(/?)(pre|textarea|listing)(?=[\s/>])[^>]*>", re.IGNORECASE)
 _ASCII_BLANK_RUN = re.compile(r"\n(?:[ \t]*\n)+")
-# A line marked.js or CommonMark could call blank: Python's \s plus U+FEFF (JS's \s).
-_BLANK_LINE = re.compile(r"[\s\ufeff]*")
+# A newline that starts a line marked.js or CommonMark could call blank: up to the next
+# newline (or the end) nothing but Python's \s and U+FEFF (JS's \s).
+_BLANK_LINE_START = re.compile(r"\n(?=(?:[^\S\n]|\ufeff)*(?:\n|\Z))")
 # Hexo's backtick_code_block filter rewrites ``` / ~~~ fences before any renderer runs.
 _FENCE = re.compile(r"([`~])(?=\1\1)")
 
@@ -151,6 +188,8 @@ _FENCE = re.compile(r"([`~])(?=\1\1)")
 def _collapse_blank_lines(html: str) -> str:
     """Drop whitespace-only lines outside <pre>/<textarea>: there a newline is just
     collapsible whitespace, so nothing visible changes."""
+    if not _ASCII_BLANK_RUN.search(html):  # most bodies: no tag scan needed
+        return html
     out: list[str] = []
     depth = 0
     pos = 0
@@ -172,12 +211,7 @@ def _join_blank_lines(html: str) -> str:
     in attribute values), so the page is unchanged, but no line is blank any more. This
     pass is the guarantee; ``_collapse_blank_lines`` only keeps the common case tidy.
     """
-    lines = html.split("\n")
-    out = [lines[0]]
-    for line in lines[1:]:
-        out.append("&#10;" if _BLANK_LINE.fullmatch(line) else "\n")
-        out.append(line)
-    return "".join(out)
+    return _BLANK_LINE_START.sub("&#10;", html)
 
 
 def hexo_body(html: str) -> str:
@@ -192,16 +226,17 @@ def hexo_body(html: str) -> str:
     """
     text = strip_illegal_chars(html).replace("\r\n", "\n").replace("\r", "\n")
     text = text.replace("{", "&#123;").replace("}", "&#125;")
-    text = _FENCE.sub(lambda m: f"&#{ord(m.group(1))};", text)
+    if "```" in text or "~~~" in text:
+        text = _FENCE.sub(lambda m: f"&#{ord(m.group(1))};", text)
     text = "<div>\n" + text.strip("\n") + "\n</div>"
     return _join_blank_lines(_collapse_blank_lines(text))
 
 
 def render_post(article: StoredArticle) -> str:
     """The whole article file: front matter, a blank line, the body, a final newline."""
-    post = frontmatter.Post(hexo_body(article.body_html), **front_matter(article))
+    post = frontmatter.Post(hexo_body(article.body_html), handler=_HANDLER, **front_matter(article))
     # dumps() strips the result; a text file ends with a newline.
-    return frontmatter.dumps(post, **_YAML_OPTIONS) + "\n"
+    return frontmatter.dumps(post) + "\n"
 
 
 # --- file names -----------------------------------------------------------------------
@@ -237,16 +272,27 @@ def post_name(title: str, date: datetime, uid: str) -> str:
     differ by the uid part. The date is the article's date in UTC.
     """
     if date.tzinfo is not None:
-        date = date.astimezone(timezone.utc)
+        date = date.astimezone(UTC)
     day = f"{date.year:04d}-{date.month:02d}-{date.day:02d}"
     parts = [day, _ascii_slug(title), _uid_tag(uid)]
     return "-".join(p for p in parts if p) + ".md"
 
 
 def write_post(article: StoredArticle, posts_dir: Path) -> bool:
-    """Write ``posts_dir / article.post_name`` atomically; False when unchanged."""
+    """Write ``posts_dir / article.post_name`` atomically; False when unchanged.
+
+    No fsync (``durable=False``): the database is the truth and post files are derived
+    from it (docs/dev.md, issue 7). A killed process loses nothing — written bytes are in
+    the kernel's page cache and the rename is atomic, so a reader sees the old file or the
+    new one (tests/test_crash.py kills at random moments). Only a power cut or a kernel
+    crash can lose the newest version (ext4's default auto_da_alloc flushes a file
+    renamed over an existing one first; a new file may come back empty or missing);
+    ``aggregator publish`` rewrites missing posts and ``--posts all`` every one. Two
+    fsyncs per post would cost more than everything else here for a first import of
+    thousands of articles.
+    """
     name = article.post_name
     if not POST_NAME_RE.fullmatch(name) or len(name) > 255:
         # post_name() never makes such a name; refuse rather than write outside posts_dir.
         raise PublishError(f"unsafe post file name {name!r} for article {article.id}")
-    return write_atomic(Path(posts_dir) / name, render_post(article).encode("utf-8"), durable=False)
+    return write_atomic(os.path.join(posts_dir, name), render_post(article).encode("utf-8"), durable=False)
