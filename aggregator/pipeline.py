@@ -49,6 +49,7 @@ MIN_BODIES_IN_FLIGHT = 16  # fetched bodies waiting for a parse worker, at least
 FULLTEXT_MAX_PAGES = 50  # article pages fetched for one source in one poll (a first poll of a big feed)
 FULLTEXT_BUDGET = 180.0  # seconds one source's article pages may take in one poll
 EXTRACT_TIMEOUT = 60.0  # seconds one page may spend in a worker being extracted
+POST_WRITERS = 4  # threads writing post files
 PAGE_CACHE = timedelta(days=7)  # an extracted page is reused this long (same link in another source, an edit)
 
 
@@ -106,6 +107,7 @@ class Pipeline:
         self.publish_lock = threading.Lock()  # feedgen changes the process locale: one at a time
         self.last_publish = None  # SiteResult of the last publish, for the CLI's summary
         self._retired: list = []  # fetchers replaced by a reload, closed with the pipeline
+        self._writers: ThreadPoolExecutor | None = None  # post file writers, made on first need
 
     # -- resources, created on first need (a warm 304 cycle never imports the parsers) --
 
@@ -156,6 +158,9 @@ class Pipeline:
             if fetcher is not None:
                 fetcher.close()
         self._retired.clear()
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)
+            self._writers = None
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -574,7 +579,7 @@ class Pipeline:
 
     def _store(self, store: Store, src: Source, state: SourceState, fetched: Fetched, processed: Processed, now: datetime,
                *, served_by: str | None = None):
-        from .publish.posts import post_name, write_post
+        from .publish.posts import post_name
 
         for problem in processed.problems:
             log.info("%s", problem)
@@ -588,8 +593,9 @@ class Pipeline:
             # A merged copy only adds a source to an article already on disk: its post stays
             # owed (pending_posts) and is written once at the end of the cycle, however many
             # sources merged into it (at 10,000 sources an article may merge 40 times).
-            for article in applied.new + applied.updated:
-                if write_post(article, self.config.posts_dir):
+            articles = applied.new + applied.updated
+            for article, changed in zip(articles, self._write_many(articles)):
+                if changed:
                     written.append(article.post_name)
                 done.append(article.id)
         except PublishError as e:
@@ -649,8 +655,6 @@ class Pipeline:
         between a commit and its files, an unwritable folder) and, with ``missing``, every
         one absent from the folder (all of them with ``every``). Raises PublishError when
         the folder still cannot be written."""
-        from .publish.posts import write_post
-
         folder = self.config.posts_dir
         owed = set(store.pending_posts())
         names = store.post_names()
@@ -664,12 +668,25 @@ class Pipeline:
         written = []
         for start in range(0, len(todo), 500):  # bodies loaded a batch at a time
             batch = store.articles_by_id(todo[start:start + 500])
-            for article in batch:
-                if write_post(article, folder):
-                    written.append(article.post_name)
+            written += [a.post_name for a, changed in zip(batch, self._write_many(batch, folder)) if changed]
             store.posts_written([a.id for a in batch if a.id in owed])
         store.posts_written(sorted(owed - set(names)))  # owed by articles since expired or purged
         return written
+
+    def _write_many(self, articles, folder: Path | None = None) -> list[bool]:
+        """Write post files on a few threads: creating a file is mostly time in the
+        kernel (and a wait for the GIL after it), which threads overlap; the first
+        PublishError is raised after the others finished."""
+        from .publish.posts import write_post
+
+        folder = folder or self.config.posts_dir
+        if len(articles) < 4:
+            return [write_post(a, folder) for a in articles]
+        with self._pool_lock:
+            if self._writers is None:
+                self._writers = ThreadPoolExecutor(max_workers=POST_WRITERS, thread_name_prefix="posts")
+            writers = self._writers
+        return list(writers.map(lambda a: write_post(a, folder), articles))
 
     def catch_up(self) -> list[str]:
         """What the daemon runs at start and after a failed write: every missing post file,
@@ -685,7 +702,17 @@ class Pipeline:
         from .publish import Site
 
         return Site(base_url=self.config.base_url, title=self.config.site_title, hub=self.config.websub_hub,
-                    source_urls={s.name: s.url for s in self.config.sources})
+                    source_urls={s.name: self._public_url(s) for s in self.config.sources})
+
+    def _public_url(self, source: Source) -> str:
+        """The URL a published feed names as an item's origin (``<source url>``): an
+        rsshub:// route as the first configured instance serves it, so readers get a URL
+        they can open."""
+        if is_route(source.url) and self.config.rsshub_instances:
+            from .rsshub import route_url
+
+            return route_url(self.config.rsshub_instances[0], source.url, dict(source.rsshub))
+        return source.url
 
     def _settings_hash(self) -> str:
         """What the published set depends on besides the articles: when it changes (a
@@ -693,7 +720,7 @@ class Pipeline:
         article did."""
         c = self.config
         data = [c.base_url, c.site_title, c.websub_hub, c.items_per_feed, c.default_interval, repr(c.feeds),
-                [(s.name, s.url, s.category, s.channel, s.interval) for s in c.sources]]
+                [(s.name, self._public_url(s), s.category, s.channel, s.interval) for s in c.sources]]
         return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
 
     def _publish_due(self, store: Store) -> bool:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from aggregator.models import ArticleRef, StoredArticle
 from aggregator.parse import parse_feed
 from aggregator.publish import Page, Site, feed_def, plan_site, render_rss
-from aggregator.publish.json_feed import render_json, rfc3339
+from aggregator.publish.json_feed import compose_json, render_json, rfc3339
 from aggregator.publish.posts import strip_illegal_chars
 from aggregator.publish.validate import validate
 
@@ -232,6 +232,24 @@ def test_same_page_gives_the_same_bytes_whatever_the_item_order():
     ties = [article(i, date=T0) for i in (5, 9, 7)]
     doc = json.loads(render_json(page_of(ties), SITE))
     assert [i["id"] for i in doc["items"]] == [article(i).feed_id for i in (9, 7, 5)]
+
+
+@pytest.mark.parametrize("number, archives", [(None, 0), (None, 2), (1, 2)])
+def test_items_reused_across_pages_give_what_one_dump_of_the_page_writes(number, archives):
+    """Each item is serialised once per run and joined into every page that holds it;
+    the bytes are those of serialising the whole document at once (compact, UTF-8)."""
+    site = Site(base_url=BASE_URL, title="Aggregator", hub="https://hub.example.net/",
+                source_urls={"财联社": "https://www.cls.cn/rss"})
+    articles = sample_articles()
+    cache: dict = {}
+    for items in (articles, articles[1:], articles[:1], []):
+        page = page_of(items, number=number, archives=archives, site=site)
+        data = compose_json(page, site, cache).data
+        whole = json.dumps(json.loads(data), ensure_ascii=False, separators=(",", ":")) + "\n"
+        assert data == whole.encode("utf-8")
+        assert [i["id"] for i in json.loads(data)["items"]] == [a.feed_id for a in newest_first(items)]
+        assert render_json(page, site) == data
+    assert sorted(cache) == sorted(a.id for a in articles)
 
 
 def test_empty_feed_is_valid_and_has_no_pagination():

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -50,7 +50,7 @@ from aggregator.publish import (
     write_atomic,
     write_post,
 )
-from aggregator.publish.feeds import feed_image_url, image_type
+from aggregator.publish.feeds import EntryCache, feed_image_url, image_type, render_page
 from aggregator.publish.posts import POST_NAME_RE, hexo_body, strip_illegal_chars
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ BASE_URL = "https://news.example.org/feeds/"
 SITE = "Aggregator"
 ATOM = "{http://www.w3.org/2005/Atom}"
 MEDIA = "{http://search.yahoo.com/mrss/}"
-T0 = datetime(2021, 11, 10, 11, 50, 52, tzinfo=timezone.utc)
+T0 = datetime(2021, 11, 10, 11, 50, 52, tzinfo=UTC)
 BLANK_LINE = re.compile(r"\n\s*\n")
 FM_KEYS = ["title", "categories", "headimg", "author", "comments", "date", "thumbnail"]
 
@@ -245,7 +245,7 @@ def test_titles_that_slugify_alike_do_not_collide():
 @settings(max_examples=300, deadline=None)
 @given(title=st.text(max_size=300),
        date=st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30),
-                         timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=8))])),
+                         timezones=st.sampled_from([UTC, timezone(timedelta(hours=8))])),
        uid=st.one_of(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32), st.text()))
 def test_post_name_property(title, date, uid):
     name = post_name(title, date, uid)
@@ -342,7 +342,7 @@ def test_front_matter_date_is_rfc822_gmt_in_english():
     shanghai = timezone(timedelta(hours=8))
     article = make_article(6, "x", date=datetime(2021, 11, 10, 19, 50, 52, tzinfo=shanghai))
     assert frontmatter.loads(render_post(article))["date"] == "Wed, 10 Nov 2021 11:50:52 GMT"
-    other = make_article(6, "x", date=datetime(2024, 2, 29, 0, 0, 1, tzinfo=timezone.utc))
+    other = make_article(6, "x", date=datetime(2024, 2, 29, 0, 0, 1, tzinfo=UTC))
     assert frontmatter.loads(render_post(other))["date"] == "Thu, 29 Feb 2024 00:00:01 GMT"
 
 
@@ -444,10 +444,12 @@ def ref_of(a: StoredArticle) -> ArticleRef:
 
 
 def publish(out: Path, groups: dict[str, list[StoredArticle]], *, base_url: str = BASE_URL,
-            site_title: str = "aggregator", limit: int = 50, previous=None, rules=(), site: Site | None = None):
+            site_title: str = "aggregator", limit: int = 50, previous=None, rules=(), site: Site | None = None,
+            **workers):
     """The whole publish stage as the pipeline runs it, without a database: plan every
     feed of these articles (a configured source per category, so an empty category still
-    gets its feed), render, validate and write."""
+    gets its feed), render, validate and write. ``workers``: publish_site's executor and
+    workers."""
     articles = {a.id: a for group in groups.values() for a in group}
     sources = [Source(name=f"feed of {c}", url=f"https://origin.example.com/{i}.xml", category=c, channel=None,
                       interval=900) for i, c in enumerate(sorted(groups)) if not groups[c]]
@@ -456,7 +458,7 @@ def publish(out: Path, groups: dict[str, list[StoredArticle]], *, base_url: str 
                      site=site, items_per_feed=limit, default_interval=900,
                      bodies=lambda ids: {i: articles[i].body_html for i in ids})
     return publish_site(out, plan, site, previous=previous or {},
-                        load=lambda ids: [articles[i] for i in ids if i in articles])
+                        load=lambda ids: [articles[i] for i in ids if i in articles], **workers)
 
 
 def publish_golden(out: Path, previous=None):
@@ -505,7 +507,7 @@ def test_feeds_reparse_with_full_content_stable_ids_newest_first(render):
         assert entry.get("link") == article.link
         assert visible_text(entry.content[0].value) == visible_text(article.body_html)
         assert entry.content[0].type == "text/html"
-        assert datetime(*entry.published_parsed[:6], tzinfo=timezone.utc) == article.date
+        assert datetime(*entry.published_parsed[:6], tzinfo=UTC) == article.date
         assert entry.author == article.author
         assert [t.term for t in entry.tags] == article.categories
         if article.summary:
@@ -725,6 +727,78 @@ def test_any_image_url_gives_well_formed_feeds(tail, prefix):
     if re.fullmatch(r"[A-Za-z0-9/._~-]*", tail) and prefix:
         assert published == image  # a plain URL is published unchanged
         assert parsed(rss).entries[0].media_thumbnail[0]["url"] == image
+
+
+# --- items rendered once, reused by every page ----------------------------------------
+
+
+def feedgen_whole(page: Page, site: Site, fmt: str) -> bytes:
+    """The page as feedgen writes it with all its entries in one FeedGenerator -- how the
+    renderer worked before it reused each article's entry across pages. The reused
+    entries must give exactly these bytes."""
+    from aggregator.publish import feeds
+
+    fg = feeds._new_feed(page, site, fmt)
+    for article in sorted(page.items, key=lambda a: (a.date, a.id), reverse=True):
+        feeds._fill_entry(fg.add_entry(order="append"), article, site, rss=fmt == "rss")
+    if fmt == "atom":
+        return fg.atom_str(pretty=True)
+    return feeds._RSS_UTC.sub(rb"\1 GMT</\2>", fg.rss_str(pretty=True))
+
+
+def varied_articles() -> list[StoredArticle]:
+    dirty = "\x00\x0b\ufffe\ud800"
+    return [*golden_articles()["金融"], *golden_articles()["Tech News"],
+            *[dataclasses.replace(a, id=10 + a.id, uid=f"{a.uid}-img") for a in image_articles()],
+            make_article(30, f"dirty{dirty}", body=f"<p>b{dirty}</p>", summary=f"s{dirty}", author=f"a{dirty}",
+                         image=f"https://img.example.org/{dirty}.png", date=T0 - timedelta(days=3)),
+            make_article(31, "", link=None, summary="", author="", date=T0 - timedelta(days=4))]
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+@pytest.mark.parametrize("number, archives", [(None, 0), (None, 3), (1, 3), (2, 3)])
+@pytest.mark.parametrize("hub", [None, "https://hub.example.net/"])
+def test_reused_entries_give_the_bytes_feedgen_writes_for_the_whole_page(fmt, number, archives, hub):
+    site = Site(base_url=BASE_URL, title=SITE, hub=hub, source_urls={"财联社": "https://www.cls.cn/rss"})
+    articles = varied_articles()
+    for axis, key in (("category", "金融"), ("all", ""), ("channel", "深度")):
+        feed = feed_def(axis, key, site_title=SITE, limit=50, ttl=15)
+        cache = EntryCache()  # shared by the pages, as in a publish run
+        for items in (articles, articles[::2], articles[:1], []):
+            page = Page(feed=feed, items=tuple(items), number=number, archives=archives)
+            composed, _ = render_page(page, site, fmt, cache)
+            assert composed.data == feedgen_whole(page, site, fmt)
+            assert (render_rss if fmt == "rss" else render_atom)(page, site) == composed.data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(st.text(max_size=30), min_size=4, max_size=4), image=st.none() | url_tail)
+def test_reused_entries_match_feedgen_whatever_the_text(texts, image):
+    title, body, summary, author = texts
+    articles = [make_article(1, title, body=f"<p>{body}</p>", summary=summary, author=author,
+                             image=None if image is None else f"https://img.example.org/{image}"),
+                make_article(2, "next", date=T0 - timedelta(hours=1))]
+    for fmt in ("rss", "atom"):
+        page = page_of(articles)
+        assert render_page(page, SITE_INFO, fmt)[0].data == feedgen_whole(page, SITE_INFO, fmt)
+
+
+def test_an_entry_is_built_once_per_run_and_format(monkeypatch):
+    calls = {"rss_entry": 0, "atom_entry": 0}
+    for method in calls:
+        original = getattr(FeedEntry, method)
+
+        def counting(self, *args, _original=original, _name=method, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(FeedEntry, method, counting)
+    articles = varied_articles()
+    cache = EntryCache()
+    for fmt in ("rss", "atom"):
+        for items in (articles, articles[:3], articles[2:]):
+            render_page(page_of(items), SITE_INFO, fmt, cache)
+    assert calls == {"rss_entry": len(articles), "atom_entry": len(articles)}
 
 
 def test_empty_feed_is_dated_epoch():
@@ -1018,7 +1092,7 @@ def test_a_document_that_fails_validation_is_not_published_and_the_last_good_one
     # RSS 2.0 dates are RFC 822, whose years have four digits at most in practice, and
     # readers refuse year 1: such a date (a broken upstream clock, an importer's default)
     # must not reach subscribers.
-    bad = good + [make_article(2, "year one", date=datetime(1, 1, 1, tzinfo=timezone.utc))]
+    bad = good + [make_article(2, "year one", date=datetime(1, 1, 1, tzinfo=UTC))]
     with caplog.at_level(logging.ERROR, logger="aggregator.publish.site"):
         result = publish(tmp_path, {"金融": bad}, base_url=BASE_URL, site_title=SITE, previous=states(first))
     failed = dict(result.failed)
@@ -1030,3 +1104,41 @@ def test_a_document_that_fails_validation_is_not_published_and_the_last_good_one
     # the other formats of the same page still went out
     atom = parsed((tmp_path / "category/金融.atom.xml").read_bytes())
     assert [e.title for e in atom.entries] == ["good", "year one"]
+
+
+def test_a_file_that_cannot_be_written_fails_its_page_and_no_other(tmp_path, caplog):
+    """Writes run on threads while later pages render: a failed one is still reported for
+    its own page, in order, and the other pages are published."""
+    (tmp_path / "channel").write_text("a file where the channel feeds' folder would be")
+    with caplog.at_level(logging.ERROR, logger="aggregator.publish.site"):
+        result = publish_golden(tmp_path)
+    failed = dict(result.failed)
+    channels = {a.channel for group in golden_articles().values() for a in group if a.channel}
+    assert sorted(failed) == sorted(f"channel/{slug(c)}" for c in channels)
+    assert all("cannot write" in why for why in failed.values())
+    assert not set(states(result)) & set(failed)
+    assert all(not p.startswith("channel/") for p in result.written)
+    assert {"all.rss.xml", "category/金融.json", "source/财联社.atom.xml"} <= set(result.written)
+    assert sum("not published" in r.getMessage() for r in caplog.records) == 3 * len(failed)
+
+
+def test_worker_processes_publish_the_same_files_and_report_the_same(tmp_path):
+    """A large publish renders RSS and Atom in the pipeline's worker processes, JSON here;
+    files, their order in the result, refusals and skipped items must not depend on it."""
+    from aggregator.publish.site import PARALLEL_PAGES
+    from aggregator.work import make_pool
+
+    groups = {f"cat{k}": [make_article(10 * k + j, f"a{k}-{j}", category=f"cat{k}", source=f"src{k}",
+                                       channel=f"ch{k % 3}", date=T0 - timedelta(hours=10 * k + j),
+                                       image=f"https://img.example.org/{k}-{j}.png" if j else None)
+                          for j in range(3)] for k in range(10)}
+    # refused in RSS (year 1), fine in Atom and JSON: its pages fail, the others go out
+    groups["cat0"].append(make_article(5, "year one", category="cat0", source="src0", channel="ch0",
+                                       date=datetime(1, 1, 1, tzinfo=UTC)))
+    serial = publish(tmp_path / "serial", groups, limit=2)
+    with make_pool(2) as pool:
+        parallel = publish(tmp_path / "parallel", groups, limit=2, executor=pool, workers=2)
+    assert parallel.rendered >= PARALLEL_PAGES and parallel.failed
+    assert parallel == serial
+    assert tree(tmp_path / "parallel") == tree(tmp_path / "serial")
+

@@ -180,7 +180,7 @@ def run_cli(config: Path, *args: str, check: int | None = 0) -> subprocess.Compl
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     env.pop("AGGREGATOR_CONFIG", None)
     proc = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config), *args],
-                          capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+                          check=False, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
     if check is not None:
         assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
     return proc
@@ -288,7 +288,7 @@ def test_run_serve_serves_what_the_daemon_publishes_and_stops_on_sigterm(tmp_pat
         assert health == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
 
 

@@ -180,3 +180,14 @@ def test_bad_routes_and_parameters_are_config_errors(tmp_path, url, settings, pr
     path = write_config(tmp_path / "config.toml", [{"name": "S", "url": url, "category": "x", **settings}])
     out = run(path, "list-sources", check=2)
     assert problem in out.stderr and "sources[0]" in out.stderr
+
+
+def test_published_feeds_name_a_route_by_a_url_readers_can_open(tmp_path, instances):
+    from tests.helpers import parse_output_feed
+
+    a, b = instances
+    path = config_for(tmp_path, [b.url("/").rstrip("/"), a.url("/").rstrip("/")], rsshub={"limit": 5})
+    poll(path)
+    out = load_config(path).output_dir
+    parsed = parse_output_feed(next(out.glob("*.rss.xml")))
+    assert {e.source.href for e in parsed.entries} == {b.url("/cls/depth/1000?limit=5")}

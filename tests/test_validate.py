@@ -9,6 +9,7 @@ documents, structural ones through lxml so the rest of the document stays intact
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import re
@@ -33,8 +34,10 @@ from aggregator.publish import (
     render_atom,
     render_rss,
 )
-from aggregator.publish.json_feed import render_json
-from aggregator.publish.validate import validate
+from aggregator.publish.feeds import EntryCache, render_page
+from aggregator.publish.json_feed import compose_json, render_json
+from aggregator.publish.pages import Composed
+from aggregator.publish.validate import validate, validate_composed
 from tests.conftest import FIXTURES, corpus_dir
 from tests.test_json_feed import ANY_TEXT, T0, article, sample_articles
 
@@ -361,6 +364,226 @@ def test_broken_json_documents_are_refused(data, expected):
 def test_a_minimal_json_feed_1_0_document_passes():
     validate("x.json", b'{"version": "https://jsonfeed.org/version/1", "title": "t",'
                        b' "items": [{"id": "1", "content_text": "hi"}]}')
+
+
+# --- composed documents: each item checked once, the same verdict -------------------------
+#
+# validate_composed is what the publisher runs: the envelope once per page and each item
+# once per run. Whatever the parts, its verdict (and message) must be validate's on the
+# joined bytes: every defect above injected into one item or into the envelope, items that
+# are not one item (two, none, half of one, one that closes the container), and items
+# passed in one context (namespaces in scope, Atom feed author) met again in another.
+
+
+def composed(fmt: str, number: int | None = None, archives: int = 0, articles=None, site: Site = SITE) -> Composed:
+    one = page(number, archives, articles)
+    if fmt == "json":
+        return compose_json(one, site, {})
+    return render_page(one, site, fmt, EntryCache())[0]
+
+
+def verdict(check, *args) -> str | None:
+    try:
+        check(*args)
+    except PublishError as e:
+        return str(e)
+    return None
+
+
+def same_verdict(fmt: str, doc: Composed, checked: set | None = None) -> str | None:
+    """validate_composed's verdict on ``doc``, asserted equal to validate's."""
+    expected = verdict(validate, NAME[fmt], doc.data)
+    assert verdict(validate_composed, NAME[fmt], doc, set() if checked is None else checked) == expected
+    return expected
+
+
+def with_item(doc: Composed, index: int, change) -> Composed:
+    items = list(doc.items)
+    items[index] = change(items[index])
+    return dataclasses.replace(doc, items=tuple(items))
+
+
+def _sub(pattern: bytes, replacement: bytes):
+    return lambda item: re.sub(pattern, replacement, item, count=1, flags=re.DOTALL)
+
+
+_TITLE = rb"(<title>)"
+XML_ITEM_DEFECTS = {
+    "no guid or id": (_sub(rb"\s*<guid[^>]*>.*?</guid>", b""), _sub(rb"\s*<id>.*?</id>", b"")),
+    "no title": (_sub(rb"\s*<title>.*?</title>", b""), _sub(rb"\s*<title>.*?</title>", b"")),
+    "bad date": (_sub(rb"<pubDate>.*?</pubDate>", b"<pubDate>Mon, 99 Foo</pubDate>"),
+                 _sub(rb"<updated>.*?</updated>", b"<updated>now</updated>")),
+    "year one": (_sub(rb"<pubDate>.*?</pubDate>", b"<pubDate>Mon, 01 Jan 0001 00:00:00 GMT</pubDate>"),
+                 _sub(rb"<published>.*?</published>", b"<published>1-01-01T00:00:00Z</published>")),
+    "illegal character": (_sub(_TITLE, b"\\1\x08"),) * 2,
+    "illegal reference": (_sub(_TITLE, b"\\1&#8;"),) * 2,
+    "undefined entity": (_sub(_TITLE, b"\\1&e;"),) * 2,
+    "not utf-8": (_sub(_TITLE, "\\1央行".encode("gbk")),) * 2,
+    "undefined prefix": (_sub(rb"<title>(.*?)</title>", rb"<zz:title>\1</zz:title>"),) * 2,
+    "half an item": (lambda item: item[: len(item) // 2],) * 2,
+    "unclosed": (lambda item: item.replace(b"</item>", b""), lambda item: item.replace(b"</entry>", b"")),
+    "closes the container": (lambda item: b"  </channel>\n  <channel>\n" + item, lambda item: b"</feed>\n<feed>\n" + item),
+    "opens a CDATA section": (lambda item: item + b"<![CDATA[",) * 2,
+    "a DOCTYPE": (lambda item: b"<!DOCTYPE x>\n" + item,) * 2,
+    # not one item, but nothing wrong with the whole: the verdicts must still agree
+    "two items": (lambda item: item + item,) * 2,
+    "no item": (lambda item: b"",) * 2,
+    "a comment": (lambda item: b"    <!-- note -->\n",) * 2,
+    "text": (lambda item: item + b"text\n",) * 2,
+    "another namespace": (lambda item: item.replace(b"<item>", b'<item xmlns="urn:x">'),
+                          lambda item: item.replace(b"<entry>", b'<entry xmlns="urn:x">')),
+    "no author": (_sub(rb"<dc:creator>.*?</dc:creator>", b""), _sub(rb"\s*<author>.*?</author>", b"")),
+}
+JSON_ITEM_DEFECTS = {
+    "no content": lambda item: b'{"id":"x"}',
+    "id not a string": lambda item: item.replace(b'{"id":', b'{"id":7,"x":', 1),
+    "illegal escape": lambda item: item.replace(b'"content_html":"', b'"content_html":"\\u0008', 1),
+    "illegal character": lambda item: item.replace(b'"content_html":"', b'"content_html":"\x0c', 1),
+    "lone surrogate": lambda item: item.replace(b'"title":"', b'"title":"\\ud800', 1),
+    "NaN": lambda item: item[:-1] + b',"x":NaN}',
+    "not utf-8": lambda item: item.replace(b'"title":"', b'"title":"' + "央行".encode("gbk"), 1),
+    "byte order mark": lambda item: b"\xef\xbb\xbf" + item,
+    "a number": lambda item: b"1",
+    "half an item": lambda item: item[: len(item) // 2],
+    "breaks out of items": lambda item: item + b'],"items":[{"id":1}',
+    # not one item, but nothing wrong with the whole
+    "two items": lambda item: item + b"," + item,
+    "leaves items": lambda item: item + b'],"x":[' + item,
+    "no item": lambda item: b"",
+    "spaces": lambda item: b" " + item + b"\n",
+}
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+@pytest.mark.parametrize("defect", sorted(XML_ITEM_DEFECTS))
+@pytest.mark.parametrize("index", [0, 2])
+def test_composed_xml_item_defects_get_the_verdict_of_the_whole(fmt, defect, index):
+    change = XML_ITEM_DEFECTS[defect][fmt == "atom"]
+    good = composed(fmt)
+    bad = with_item(good, index, change)
+    assert bad.items[index] != good.items[index], defect
+    checked: set = set()
+    assert same_verdict(fmt, good, checked) is None
+    same_verdict(fmt, bad, checked)  # the good items already passed: only the changed one is new
+    same_verdict(fmt, bad)
+
+
+@pytest.mark.parametrize("defect", sorted(JSON_ITEM_DEFECTS))
+@pytest.mark.parametrize("index", [0, 2])
+def test_composed_json_item_defects_get_the_verdict_of_the_whole(defect, index):
+    good = composed("json")
+    bad = with_item(good, index, JSON_ITEM_DEFECTS[defect])
+    assert bad.items[index] != good.items[index], defect
+    checked: set = set()
+    assert same_verdict("json", good, checked) is None
+    same_verdict("json", bad, checked)
+    same_verdict("json", bad)
+
+
+def test_the_defects_that_break_a_document_are_refused_with_its_own_message():
+    good = composed("rss")
+    bad = with_item(good, 2, XML_ITEM_DEFECTS["no guid or id"][0])
+    line = etree.fromstring(bad.data).find("channel/item[3]").sourceline
+    with pytest.raises(PublishError, match=re.escape(f"item 3: has no <guid> (line {line})")):
+        validate_composed(NAME["rss"], bad, set())
+    bad = with_item(composed("json"), 1, JSON_ITEM_DEFECTS["no content"])
+    with pytest.raises(PublishError, match="item 2: has neither content_html nor content_text"):
+        validate_composed(NAME["json"], bad, set())
+
+
+@pytest.mark.parametrize("fmt, head, tail", [
+    ("rss", _sub(rb"<title>.*?</title>", b"<title> </title>"), None),
+    ("rss", _sub(rb"<lastBuildDate>.*?</lastBuildDate>", b"<lastBuildDate>yesterday</lastBuildDate>"), None),
+    ("rss", _sub(rb"encoding='UTF-8'", b"encoding='ISO-8859-1'"), None),
+    ("rss", _sub(rb"\n", b'\n<!DOCTYPE rss [<!ENTITY e "x">]>\n'), None),
+    ("rss", _sub(rb'version="2.0"', b'version="0.91"'), None),
+    ("rss", lambda head: b"\xef\xbb\xbf" + head, None),
+    ("rss", None, lambda tail: b"</channel></rss>"),
+    ("rss", None, lambda tail: b"  </channel>\n"),
+    ("atom", _sub(rb"<id>.*?</id>", b""), None),
+    ("atom", _sub(rb'<link href="[^"]*" rel="self"[^>]*/>', b""), None),
+    ("atom", None, lambda tail: b"</feed>"),
+    ("json", _sub(rb'"version":"[^"]*"', b'"version":"1.1"'), None),
+    ("json", _sub(rb'"title":"[^"]*"', b'"title":7'), None),
+    ("json", lambda head: head[: -len(b'"items":[')] + b'"items":[],"x":"[', None),
+    ("json", lambda head: head + b'{"id":"0","content_html":""},', None),
+    ("json", lambda head: head + b'],"hubs":[', None),  # the items would become hubs
+    ("json", lambda head: head + b'],"authors":[', None),
+    ("json", None, lambda tail: b"]}"),
+])
+def test_composed_envelope_defects_get_the_verdict_of_the_whole(fmt, head, tail):
+    good = composed(fmt)
+    bad = dataclasses.replace(good, head=head(good.head) if head else good.head,
+                              tail=tail(good.tail) if tail else good.tail)
+    assert bad != good
+    checked: set = set()
+    same_verdict(fmt, good, checked)
+    same_verdict(fmt, bad, checked)
+
+
+def test_an_item_passed_for_a_feed_with_an_author_is_checked_again_for_one_without():
+    """Atom: an entry may leave its author out when the feed names one (RFC 4287 §4.1.1)."""
+    good = composed("atom")
+    no_author = with_item(good, 0, XML_ITEM_DEFECTS["no author"][1])
+    checked: set = set()
+    assert same_verdict("atom", no_author, checked) is None
+    anonymous = dataclasses.replace(no_author, head=re.sub(rb"\s*<author>.*?</author>", b"", good.head,
+                                                           count=1, flags=re.DOTALL))
+    assert "entry 1: no <author>, and the feed has none" in same_verdict("atom", anonymous, checked)
+
+
+def test_an_item_passed_under_one_set_of_namespaces_is_checked_again_under_another():
+    good = composed("rss")
+    checked: set = set()
+    assert same_verdict("rss", good, checked) is None
+    no_dc = dataclasses.replace(good, head=good.head.replace(b' xmlns:dc="http://purl.org/dc/elements/1.1/"', b""))
+    assert no_dc.head != good.head
+    assert "not well-formed (Namespace prefix dc on creator is not defined)" in same_verdict("rss", no_dc, checked)
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom", "json"])
+def test_each_item_is_checked_once_per_run(fmt):
+    articles = articles_with_the_seed()
+    checked: set = set()
+    validate_composed(NAME[fmt], composed(fmt, articles=articles), checked)
+    assert len(checked) == len(articles)
+    for number, archives, items in ((None, 2, articles[1:]), (1, 2, articles[:2]), (None, 0, [])):
+        validate_composed(NAME[fmt], composed(fmt, number, archives, items), checked)
+    assert len(checked) == len(articles)
+
+
+def _pool(fmt: str) -> tuple[list[bytes], list[bytes]]:
+    """Heads and items to mix: our own, their defective variants, and other pages' heads."""
+    articles = articles_with_the_seed()
+    docs = [composed(fmt, number, archives, articles) for number, archives in ((None, 0), (1, 3), (3, 3))]
+    heads = [d.head for d in docs]
+    items = list(docs[0].items)
+    if fmt == "json":
+        items += [change(items[i % len(items)]) for i, change in enumerate(JSON_ITEM_DEFECTS.values())]
+        heads += [heads[0] + b'],"hubs":[', heads[0] + b'],"items":[']
+    else:
+        heads.append(heads[0].replace(b' xmlns:dc="http://purl.org/dc/elements/1.1/"', b""))
+        heads.append(re.sub(rb"\s*<author>.*?</author>", b"", heads[0], count=1, flags=re.DOTALL))
+        heads.append(heads[0].replace(b"<channel>" if fmt == "rss" else b"<feed ",
+                                      b'<channel xmlns:zz="urn:zz">' if fmt == "rss" else b'<feed xmlns:zz="urn:zz" '))
+        items += [changes[fmt == "atom"](items[i % len(items)]) for i, changes in enumerate(XML_ITEM_DEFECTS.values())]
+        items += [b"    <item>\n", b"    </item>\n", b"  <entry>\n", b"  </entry>\n"]  # halves that meet
+    return heads, items
+
+
+POOLS = {fmt: _pool(fmt) for fmt in ("rss", "atom", "json")}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), fmt=st.sampled_from(["rss", "atom", "json"]))
+def test_any_mix_of_envelopes_and_items_gets_the_verdict_of_the_whole(data, fmt):
+    heads, items = POOLS[fmt]
+    template = composed(fmt, articles=[])
+    checked: set = set()  # shared, as in a publish run
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = dataclasses.replace(template, head=data.draw(st.sampled_from(heads)),
+                                  items=tuple(data.draw(st.lists(st.sampled_from(items), max_size=5))))
+        same_verdict(fmt, doc, checked)
 
 
 # --- dispatch by file name, OPML and HTML -------------------------------------------------

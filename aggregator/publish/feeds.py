@@ -1,7 +1,8 @@
 """RSS 2.0 and Atom 1.0 documents (feedgen) of one feed page.
 
-Owns: the bytes of one page (``render_rss`` / ``render_atom``) — the current document
-of a feed or one of its RFC 5005 archive pages (see ``pages.py`` for the layout).
+Owns: the bytes of one page (``render_rss`` / ``render_atom``; ``render_page`` gives them
+as parts, each article's entry built once per publish run) — the current document of a
+feed or one of its RFC 5005 archive pages (see ``pages.py`` for the layout).
 
 Must not: query the database, read the clock, write files, or clean HTML (bodies arrive
 cleaned). Same page in -> byte-identical bytes out: nothing here depends on "now".
@@ -56,18 +57,21 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.ext.dc import DcEntryExtension, DcExtension
+from feedgen.ext.media import MediaEntryExtension, MediaExtension
 from feedgen.feed import FeedGenerator
 from feedgen.util import xml_elem
+from lxml import etree
 
 from aggregator import __version__
 from aggregator.errors import PublishError
 from aggregator.models import StoredArticle
-from aggregator.publish.pages import MEDIA_TYPES, Page, Site
+from aggregator.publish.pages import EPOCH, MEDIA_TYPES, Composed, Page, Site
 from aggregator.publish.posts import strip_illegal_chars
 
 log = logging.getLogger(__name__)
@@ -194,24 +198,42 @@ class _NoEntryExtension(BaseEntryExtension):
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:  # models promise aware UTC; a naive value is taken as UTC
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _newest_first(articles: Sequence[StoredArticle]) -> list[StoredArticle]:
     return sorted(articles, key=lambda a: (_utc(a.date), a.id), reverse=True)
 
 
+def _feed_generator(*, rss: bool) -> FeedGenerator:
+    """A FeedGenerator with our extensions. Pages and item templates both come from here:
+    the registration order is the order of the extension elements inside an item, so an
+    item serialised in a template has the bytes it has in every page."""
+    fg = FeedGenerator()
+    fg.register_extension("feed_links", _FeedLinks, _NoEntryExtension, atom=True, rss=True)
+    # register_extension with the classes ``load_extension("dc")`` / ("media") would find:
+    # it looks for a "<name>_entry" module first, and that failed import searches the
+    # file system every time (a third of the cost of a page's envelope).
+    if rss:
+        fg.register_extension("dc", DcExtension, DcEntryExtension, atom=False, rss=True)
+    else:
+        fg.register_extension("atom_enclosure", _NoFeedExtension, _AtomEnclosure, atom=True, rss=False)
+    # Loaded for every feed, images or not, so the root element never depends on which
+    # items are present.
+    fg.register_extension("media", MediaExtension, MediaEntryExtension, atom=True, rss=True)
+    return fg
+
+
 def _new_feed(page: Page, site: Site, fmt: str) -> FeedGenerator:
     feed = page.feed
-    fg = FeedGenerator()
+    fg = _feed_generator(rss=fmt == "rss")
     fg.id(site.url(feed.path("atom")))
     fg.title(feed.title)
     fg.description(feed.description)
     fg.generator(GENERATOR, version=__version__)
     fg.updated(page.updated)  # also lastBuildDate; feedgen's default is now()
     links = page.links(fmt)
-    fg.register_extension("feed_links", _FeedLinks, _NoEntryExtension, atom=True, rss=True)
     fg.feed_links.archive = page.is_archive
     extra = [(rel, site.url(path), MEDIA_TYPES[fmt]) for rel, path in links.items() if rel != "self"]
     if site.hub:
@@ -226,6 +248,8 @@ def _new_feed(page: Page, site: Site, fmt: str) -> FeedGenerator:
     fg.link(href=site.url(INDEX_PAGE), rel="alternate", type="text/html")
     if fmt == "rss":
         fg.ttl(feed.ttl)
+    else:
+        fg.author(name=strip_illegal_chars(site.title) or GENERATOR)
     if feed.axis in ("category", "channel"):
         fg.category(term=strip_illegal_chars(feed.key))
     return fg
@@ -269,67 +293,127 @@ def _fill_entry(fe: FeedEntry, article: StoredArticle, site: Site, *, rss: bool)
         fe.media.thumbnail(url=image, group=None)
 
 
-#: per publish run (see ``site.py``): (article id, is RSS) -> the filled FeedEntry, or the
-#: reason it cannot be published. One article is in several feeds (all, its category,
-#: source, channel, archive pages); filling and checking its entry once saves ~3/4 of the
-#: per-item work of a full rebuild. Valid only while the article and the site do not change.
-EntryCache = dict[tuple[int, bool], "FeedEntry | str"]
+# --- one document from reused items -----------------------------------------------------
+#
+# A full rebuild puts every article into four or more pages (all, its category, source and
+# channel feeds, archive pages), each in RSS and Atom. feedgen rebuilds and re-serialises
+# every entry of a document each time it serialises it, so an article would be turned into
+# XML once per page. Instead each article is serialised once per format and run (an
+# ``_ItemTemplate``) and a page is its envelope -- the page rendered by feedgen without
+# items -- with the item bytes in the place where feedgen puts items: after everything
+# else in <channel> (RSS) or <feed> (Atom). lxml's pretty printer indents an element by its
+# depth only, and every page of a format has the same root namespaces (every extension is
+# loaded for every page), so the bytes are exactly those of feedgen rendering the page
+# whole. tests/test_publish.py compares the two.
+
+#: what follows the last item: feedgen's pretty-printed end of the container and the root
+_TAILS = {True: b"  </channel>\n</rss>\n", False: b"</feed>\n"}
+_PROBE_TAG = "aggregator-probe"
+_PROBE = f"<{_PROBE_TAG}/>\n".encode()
 
 
-def _entry(fg: FeedGenerator, article: StoredArticle, site: Site, *, rss: bool,
-           cache: EntryCache | None) -> FeedEntry | str:
-    """The article's entry added to ``fg``, or why it cannot be (the entry is then left out)."""
-    key = (article.id, rss)
-    cached = cache.get(key) if cache is not None else None
-    if isinstance(cached, str):
-        return cached
-    if cached is not None:
-        return fg.add_entry(cached, order="append")  # extensions already registered: kept
-    fe = fg.add_entry(order="append")
-    try:
-        _fill_entry(fe, article, site, rss=rss)
-        # feedgen builds the XML only when serialising; build this entry alone now so a
-        # bad one is dropped instead of failing the whole file.
-        fe.rss_entry() if rss else fe.atom_entry()
-        result: FeedEntry | str = fe
-    except ValueError as e:  # UnicodeError included
-        fg.remove_entry(fe)
-        result = str(e)
-    if cache is not None:
-        cache[key] = result
-    return result
+def _pretty(root: etree._Element) -> bytes:
+    # UTF-8 like feedgen's documents (without an encoding lxml writes character references)
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=False, pretty_print=True)
 
 
-def _render(page: Page, site: Site, *, rss: bool, cache: EntryCache | None = None) -> tuple[bytes, list[str]]:
-    items = _newest_first(page.items)
-    skipped: list[str] = []
+class _ItemTemplate:
+    """Serialises one entry as it appears inside any document of its format: in a copy of
+    an empty document's root (same namespace declarations) and container (same depth),
+    between the bytes that surround a probe element there."""
+
+    def __init__(self, *, rss: bool) -> None:
+        self.rss = rss
+        self.fg = _feed_generator(rss=rss)
+        self.fg.id("urn:aggregator:template")
+        self.fg.title("template")
+        self.fg.description("template")
+        self.fg.link(href="https://template.invalid/", rel="alternate")
+        self.fg.updated(EPOCH)
+        empty = self.fg.rss_str() if rss else self.fg.atom_str()
+        self.root = etree.fromstring(empty, etree.XMLParser(remove_blank_text=True, resolve_entities=False))
+        self.container = self.root[0] if rss else self.root
+        for child in list(self.container):
+            self.container.remove(child)
+        probe = etree.SubElement(self.container, _PROBE_TAG)
+        text = _pretty(self.root)
+        self.container.remove(probe)
+        at = text.index(_PROBE)
+        line = text.rindex(b"\n", 0, at) + 1
+        self.prefix, self.suffix = text[:line], text[at + len(_PROBE):]
+
+    def render(self, article: StoredArticle, site: Site) -> bytes | str:
+        """The entry's bytes (indentation and final newline included), or why it cannot be
+        published (the entry is then left out of every page)."""
+        fe = self.fg.add_entry(order="append")  # registers the extensions on the entry
+        self.fg.remove_entry(fe)
+        try:
+            _fill_entry(fe, article, site, rss=self.rss)
+            element = fe.rss_entry() if self.rss else fe.atom_entry()
+        except ValueError as e:  # UnicodeError included
+            return str(e)
+        self.container.append(element)
+        try:
+            text = _pretty(self.root)
+        finally:
+            self.container.remove(element)
+        if not (text.startswith(self.prefix) and text.endswith(self.suffix)):  # lxml changed its printer?
+            raise PublishError(f"article {article.id}: its entry does not serialise where items go")
+        item = text[len(self.prefix):len(text) - len(self.suffix)]
+        return _RSS_UTC.sub(rb"\1 GMT</\2>", item) if self.rss else item
+
+
+class EntryCache:
+    """Per publish run (see ``site.py``): (article id, is RSS) -> the entry's bytes, or the
+    reason it cannot be published. Valid while the articles do not change; a cache handed
+    another site starts over (the entries name the sources' feed URLs)."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[int, bool], bytes | str] = {}
+        self.site: Site | None = None
+        self.templates: dict[bool, _ItemTemplate] = {}
+
+    def item(self, article: StoredArticle, site: Site, *, rss: bool) -> bytes | str:
+        if self.site is not site and self.site != site:
+            self.items.clear()
+            self.site = site
+        key = (article.id, rss)
+        found = self.items.get(key)
+        if found is None:
+            template = self.templates.get(rss)
+            if template is None:
+                template = self.templates[rss] = _ItemTemplate(rss=rss)
+            found = self.items[key] = template.render(article, site)
+        return found
+
+
+def _compose(page: Page, site: Site, *, rss: bool, cache: EntryCache | None) -> tuple[Composed, list[str]]:
     fmt = "rss" if rss else "atom"
+    cache = cache if cache is not None else EntryCache()
+    skipped: list[str] = []
+    items: list[bytes] = []
+    tail = _TAILS[rss]
     with _FEEDGEN_LOCK:
         fg = _new_feed(page, site, fmt)
-        if rss:
-            fg.load_extension("dc", atom=False, rss=True)
-        else:
-            fg.author(name=strip_illegal_chars(site.title) or GENERATOR)
-            fg.register_extension("atom_enclosure", _NoFeedExtension, _AtomEnclosure,
-                                  atom=True, rss=False)
-        # Loaded for every feed, images or not, so the root element never depends on
-        # which items are present.
-        fg.load_extension("media", atom=True, rss=True)
-        for article in items:
-            entry = _entry(fg, article, site, rss=rss, cache=cache)
+        try:
+            envelope = fg.rss_str(pretty=True) if rss else fg.atom_str(pretty=True)
+        except ValueError as e:  # UnicodeError included
+            raise PublishError(f"cannot render {page.path(fmt)}: {e}") from e
+        for article in _newest_first(page.items):
+            entry = cache.item(article, site, rss=rss)
             if isinstance(entry, str):
                 message = f"{page.path(fmt)}: article {article.id} ({article.uid}) left out: {entry}"
                 log.warning("%s", message)
                 skipped.append(message)
-        try:
-            data = fg.rss_str(pretty=True) if rss else fg.atom_str(pretty=True)
-        except ValueError as e:  # UnicodeError included
-            raise PublishError(f"cannot render {page.path(fmt)}: {e}") from e
+            else:
+                items.append(entry)
     if rss:
         # Every date here is UTC; feedgen writes RFC 822's numeric "+0000", the seed's
         # family of feeds (and RSS 2.0's examples) write "GMT". Same instant, one style.
-        data = _RSS_UTC.sub(rb"\1 GMT</\2>", data)
-    return data, skipped
+        envelope = _RSS_UTC.sub(rb"\1 GMT</\2>", envelope)
+    if not envelope.endswith(tail):
+        raise PublishError(f"cannot render {page.path(fmt)}: the document does not end as expected")
+    return Composed(head=envelope[:-len(tail)], items=tuple(items), tail=tail), skipped
 
 
 _RSS_UTC = re.compile(rb"(\d\d:\d\d:\d\d) \+0000</(pubDate|lastBuildDate)>")
@@ -337,15 +421,15 @@ _RSS_UTC = re.compile(rb"(\d\d:\d\d:\d\d) \+0000</(pubDate|lastBuildDate)>")
 
 def render_rss(page: Page, site: Site) -> bytes:
     """RSS 2.0 of one page (its items, newest first: the plan applies the limit)."""
-    return _render(page, site, rss=True)[0]
+    return _compose(page, site, rss=True, cache=None)[0].data
 
 
 def render_atom(page: Page, site: Site) -> bytes:
     """Atom 1.0 of one page (its items, newest first: the plan applies the limit)."""
-    return _render(page, site, rss=False)[0]
+    return _compose(page, site, rss=False, cache=None)[0].data
 
 
-def render_page(page: Page, site: Site, fmt: str, cache: EntryCache | None = None) -> tuple[bytes, list[str]]:
-    """RSS or Atom bytes of ``page`` and one message per item left out. ``cache``: one
-    dict per publish run, shared by every page of it (see ``EntryCache``)."""
-    return _render(page, site, rss=fmt == "rss", cache=cache)
+def render_page(page: Page, site: Site, fmt: str, cache: EntryCache | None = None) -> tuple[Composed, list[str]]:
+    """RSS or Atom of ``page`` as parts, and one message per item left out. ``cache``: one
+    per publish run, shared by every page of it (see ``EntryCache``)."""
+    return _compose(page, site, rss=fmt == "rss", cache=cache)

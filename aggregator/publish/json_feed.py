@@ -1,6 +1,7 @@
 """JSON Feed 1.1 documents (https://www.jsonfeed.org/version/1.1/) of one feed page.
 
-Owns: the bytes of one page as JSON Feed (``render_json``), the twin of the RSS and Atom
+Owns: the bytes of one page as JSON Feed (``render_json``; ``compose_json`` gives them as
+parts, each item serialised once per publish run), the twin of the RSS and Atom
 documents ``feeds.py`` writes for the same page (see ``pages.py`` for the layout).
 
 Must not: query the database, read the clock, write files, or clean HTML (bodies arrive
@@ -51,17 +52,24 @@ from typing import Any
 
 from aggregator.models import StoredArticle
 from aggregator.publish.feeds import GENERATOR, UNTITLED, feed_image_url
-from aggregator.publish.pages import Page, Site
+from aggregator.publish.pages import Composed, Page, Site
 from aggregator.publish.posts import strip_illegal_chars
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 HOME_PAGE = "index.html"
 
 
-def render_json(page: Page, site: Site, cache: dict[int, dict[str, Any]] | None = None) -> bytes:
+def render_json(page: Page, site: Site, cache: dict[int, bytes] | None = None) -> bytes:
     """JSON Feed 1.1 of one page (its items newest first: the plan applies the limit).
-    ``cache``: article id -> item, one dict per publish run shared by its pages (an
-    article is in several feeds; valid while the article and the site do not change)."""
+    ``cache``: see ``compose_json``."""
+    return compose_json(page, site, cache).data
+
+
+def compose_json(page: Page, site: Site, cache: dict[int, bytes] | None = None) -> Composed:
+    """``render_json`` as parts: the document without items, and each item's bytes.
+    ``cache``: article id -> item bytes, one dict per publish run shared by its pages (an
+    article is in several feeds; valid while the article and the site do not change).
+    Joining compact JSON is exactly what ``json.dumps`` of the whole would write."""
     links = {rel: site.url(path) for rel, path in page.links("json").items()}
     doc: dict[str, Any] = {
         "version": JSON_FEED_VERSION,
@@ -81,18 +89,23 @@ def render_json(page: Page, site: Site, cache: dict[int, dict[str, Any]] | None 
             if rel in links:
                 archive[rel.replace("-", "_")] = links[rel]
         doc["_archive"] = archive
+    doc["items"] = []
     if cache is None:
         cache = {}
     items = []
     for article in _newest_first(page.items):
         item = cache.get(article.id)
         if item is None:
-            item = cache[article.id] = _item(article, site)
+            item = cache[article.id] = _dumps(_item(article, site))
         items.append(item)
-    doc["items"] = items
+    # items is the last member: the envelope ends with "items":[]} -- cut between the brackets
+    return Composed(head=_dumps(doc)[:-2], items=tuple(items), tail=b"]}\n", separator=b",")
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
     # Compact: json's C encoder is used only without ``indent`` (4x faster on a full
     # rebuild); feeds are read by programs, and `jq .` pretty-prints one for people.
-    return (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _item(article: StoredArticle, site: Site) -> dict[str, Any]:

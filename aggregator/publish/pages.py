@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aggregator.models import StoredArticle
 
@@ -34,7 +34,7 @@ MEDIA_TYPES: dict[str, str] = {
 }
 AXES = ("all", "category", "source", "channel", "custom")
 #: ``updated`` of a page with no items: fixed, so an empty feed is byte-stable too.
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,26 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Composed:
+    """One rendered document as its parts: ``head + separator.join(items) + tail``.
+
+    The renderers build each item once per publish run and reuse its bytes in every page
+    that holds the article (its "all", category, source and channel feeds, an archive
+    page); keeping the parts lets ``validate.validate_composed`` check each item once too.
+    ``head + tail`` is itself a whole document: the page without its items.
+    """
+
+    head: bytes
+    items: tuple[bytes, ...]
+    tail: bytes
+    separator: bytes = b""
+
+    @property
+    def data(self) -> bytes:
+        return self.head + self.separator.join(self.items) + self.tail
+
+
+@dataclass(frozen=True)
 class IndexEntry:
     """One feed as ``index.html`` and ``index.opml`` list it."""
 
@@ -124,5 +144,5 @@ class IndexEntry:
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

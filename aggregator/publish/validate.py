@@ -2,7 +2,9 @@
 
 Owns: deciding whether one rendered document may be published (``validate``). The
 publisher calls it on every file it is about to write; a refused document keeps the last
-good file on disk (see ``site.py``).
+good file on disk (see ``site.py``). Feed pages arrive as parts (``Composed``: envelope
+and items) and go through ``validate_composed``, the same verdict with each item checked
+once per publish run instead of once per page that holds it.
 
 Must not: change the document, read files or the clock, or fetch anything (the XML parser
 runs with ``no_network`` and never resolves entities). It checks our own output, so it
@@ -54,6 +56,7 @@ from typing import Any
 from lxml import etree
 
 from aggregator.errors import PublishError
+from aggregator.publish.pages import Composed
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 _A = "{" + ATOM_NS + "}"
@@ -71,6 +74,43 @@ def validate(rel_path: str, data: bytes) -> None:
         check(data)
     except _Refused as e:
         raise PublishError(f"{rel_path}: {e}") from None
+
+
+def validate_composed(rel_path: str, doc: Composed, checked: set) -> None:
+    """The verdict of ``validate(rel_path, doc.data)``, at a fraction of its cost when the
+    same items recur in many documents (a publish run puts each article into four or more
+    feeds). ``checked``: one set per run, of the items passed so far and their context.
+
+    An RSS, Atom or JSON Feed document of our layout (the renderers' tail, items last in
+    their container) is checked as its envelope -- ``head + tail``, the page without items,
+    which gets every check of a whole document -- and each item once per context:
+
+    - XML: the envelope with that item alone must parse and gain exactly one child in its
+      container (``<channel>`` / ``<feed>``), an ``item`` / ``entry``, and nothing else;
+      that child then gets the per-item checks. The item is thereby one balanced element,
+      so N of them side by side parse as N such elements. What an item's checks depend
+      on besides its own bytes is its context -- the namespaces in scope in the container
+      and (Atom) whether the feed has an author -- and an item's pass counts only for the
+      same context;
+    - JSON: the array the head leaves open must be the envelope's ``items``, and each item
+      one JSON object on its own that passes the per-item checks, the XML-character test
+      included (no context: nothing outside an item changes what it means).
+
+    Every check of a whole document is about the feed level or about one item, so when
+    the envelope and every item pass here the whole document passes ``validate`` too.
+    Whenever this route refuses, ``validate`` on the whole document decides, with its own
+    message (item number and line as readers see them).
+    """
+    for suffix, route in _COMPOSED:
+        if rel_path.endswith(suffix):
+            break
+    else:
+        validate(rel_path, doc.data)
+        return
+    try:
+        route(doc, checked)
+    except _Refused:
+        validate(rel_path, doc.data)
 
 
 # --- text ---------------------------------------------------------------------------------
@@ -148,6 +188,11 @@ def _xml(data: bytes) -> etree._Element:
     return root
 
 
+def _in_scope(element: etree._Element) -> tuple[tuple[str, str], ...]:
+    """The namespace declarations in scope at ``element`` (prefix "" for the default)."""
+    return tuple(sorted((prefix or "", uri) for prefix, uri in element.nsmap.items()))
+
+
 def _text_of(element: etree._Element | None) -> str:
     return "".join(element.itertext()).strip() if element is not None else ""
 
@@ -177,6 +222,11 @@ def _rfc822(value: str, what: str) -> None:
 
 
 def _check_rss(data: bytes) -> None:
+    _rss_feed(data)
+
+
+def _rss_feed(data: bytes) -> tuple[etree._Element, etree._Element]:
+    """Every check of an RSS document; its root and channel."""
     root = _xml(data)
     if root.tag != "rss" or root.get("version") != "2.0":
         raise _Refused(f"root is <{root.tag} version={root.get('version')!r}>, not <rss version=\"2.0\">")
@@ -193,16 +243,35 @@ def _check_rss(data: bytes) -> None:
         for element in channel.iterfind(name):
             _rfc822((element.text or "").strip(), f"channel: {name}")
     for number, item in enumerate(channel.iterfind("item"), 1):
-        where = f"item {number}"
-        try:
-            if not (_text_of(item.find("title")) or _text_of(item.find("description"))):
-                raise _Refused("has neither a title nor a description")
-            if not _text_of(item.find("guid")):
-                raise _Refused("has no <guid>")
-            for element in item.iterfind("pubDate"):
-                _rfc822((element.text or "").strip(), "pubDate")
-        except _Refused as e:
-            raise _Refused(f"{where}: {e} (line {item.sourceline})") from None
+        _rss_item(item, number)
+    return root, channel
+
+
+def _rss_item(item: etree._Element, number: int) -> None:
+    try:
+        if not (_text_of(item.find("title")) or _text_of(item.find("description"))):
+            raise _Refused("has neither a title nor a description")
+        if not _text_of(item.find("guid")):
+            raise _Refused("has no <guid>")
+        for element in item.iterfind("pubDate"):
+            _rfc822((element.text or "").strip(), "pubDate")
+    except _Refused as e:
+        raise _Refused(f"item {number}: {e} (line {item.sourceline})") from None
+
+
+def _composed_rss(doc: Composed, checked: set) -> None:
+    root, channel = _rss_feed(_composed_envelope(doc, _RSS_TAIL))
+    context = ("rss", _in_scope(channel))
+    for item in doc.items:
+        if (context, item) in checked:
+            continue
+        alone = _xml(doc.head + item + doc.tail)
+        channels = alone.findall("channel")
+        if not (len(alone) == len(root) and len(channels) == 1 and len(channels[0]) == len(channel) + 1
+                and channels[0][-1].tag == "item"):
+            raise _Refused("an item is not one <item>")
+        _rss_item(channels[0][-1], 1)
+        checked.add((context, item))
 
 
 # --- Atom 1.0 -----------------------------------------------------------------------------
@@ -230,6 +299,11 @@ def _atom_dates(element: etree._Element, where: str) -> None:
 
 
 def _check_atom(data: bytes) -> None:
+    _atom_feed(data)
+
+
+def _atom_feed(data: bytes) -> tuple[etree._Element, bool]:
+    """Every check of an Atom document; its root and whether it has a feed-level author."""
     root = _xml(data)
     if root.tag != _A + "feed":
         raise _Refused(f"root is <{root.tag}>, not an Atom <feed>")
@@ -241,13 +315,31 @@ def _check_atom(data: bytes) -> None:
     _atom_dates(root, "feed: ")
     feed_author = root.find(_A + "author") is not None
     for number, entry in enumerate(root.iterfind(_A + "entry"), 1):
-        where = f"entry {number}: "
-        for name in ("id", "title", "updated"):
-            if not _text_of(entry.find(_A + name)):
-                raise _Refused(f"{where}<{name}> is missing or empty (line {entry.sourceline})")
-        if not feed_author and entry.find(_A + "author") is None:
-            raise _Refused(f"{where}no <author>, and the feed has none (line {entry.sourceline})")
-        _atom_dates(entry, where)
+        _atom_entry(entry, number, feed_author)
+    return root, feed_author
+
+
+def _atom_entry(entry: etree._Element, number: int, feed_author: bool) -> None:
+    where = f"entry {number}: "
+    for name in ("id", "title", "updated"):
+        if not _text_of(entry.find(_A + name)):
+            raise _Refused(f"{where}<{name}> is missing or empty (line {entry.sourceline})")
+    if not feed_author and entry.find(_A + "author") is None:
+        raise _Refused(f"{where}no <author>, and the feed has none (line {entry.sourceline})")
+    _atom_dates(entry, where)
+
+
+def _composed_atom(doc: Composed, checked: set) -> None:
+    root, feed_author = _atom_feed(_composed_envelope(doc, _ATOM_TAIL))
+    context = ("atom", _in_scope(root), feed_author)
+    for item in doc.items:
+        if (context, item) in checked:
+            continue
+        alone = _xml(doc.head + item + doc.tail)
+        if not (len(alone) == len(root) + 1 and alone[-1].tag == _A + "entry"):
+            raise _Refused("an item is not one <entry>")
+        _atom_entry(alone[-1], 1, feed_author)
+        checked.add((context, item))
 
 
 # --- JSON Feed ----------------------------------------------------------------------------
@@ -291,16 +383,20 @@ def _json_fields(obj: dict, urls: tuple[str, ...], strings: tuple[str, ...], whe
         _authors(obj["authors"], where)
 
 
-def _check_json(data: bytes) -> None:
+def _json_text(data: bytes) -> tuple[str, Any]:
     text = _utf8(data)
     if text.startswith("\ufeff"):  # RFC 8259 §8.1: MUST NOT add a byte order mark
         raise _Refused("starts with a byte order mark")
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
+        return text, json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise _Refused(f"line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
     except RecursionError:
         raise _Refused("not valid JSON (nested too deeply)") from None
+
+
+def _check_json(data: bytes) -> None:
+    text, doc = _json_text(data)
     if not isinstance(doc, dict):
         raise _Refused(f"is a JSON {type(doc).__name__}, not an object")
     version = doc.get("version")
@@ -319,20 +415,28 @@ def _check_json(data: bytes) -> None:
             isinstance(h, dict) and isinstance(h.get("type"), str) and isinstance(h.get("url"), str) for h in hubs):
         raise _Refused("hubs is not a list of objects with a type and a url")
     for number, item in enumerate(items, 1):
-        where = f"item {number}: "
-        if not isinstance(item, dict):
-            raise _Refused(f"{where}is a {type(item).__name__}, not an object")
-        if not (isinstance(item.get("id"), str) and item["id"].strip()):
-            raise _Refused(f"{where}id is missing, empty or not a string")
-        if not any(isinstance(item.get(k), str) for k in ("content_html", "content_text")):
-            raise _Refused(f"{where}has neither content_html nor content_text")
-        _json_fields(item, _ITEM_URLS, _ITEM_STRINGS, where)
-        for key in ("date_published", "date_modified"):
-            if key in item and not (isinstance(item[key], str) and _is_rfc3339(item[key])):
-                raise _Refused(f"{where}{key} {item[key]!r} is not an RFC 3339 date-time")
-        tags = item.get("tags", [])
-        if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
-            raise _Refused(f"{where}tags is not a list of strings")
+        _json_item(item, f"item {number}: ")
+    _json_chars(text, doc)
+
+
+def _json_item(item: Any, where: str) -> None:
+    if not isinstance(item, dict):
+        raise _Refused(f"{where}is a {type(item).__name__}, not an object")
+    if not (isinstance(item.get("id"), str) and item["id"].strip()):
+        raise _Refused(f"{where}id is missing, empty or not a string")
+    if not any(isinstance(item.get(k), str) for k in ("content_html", "content_text")):
+        raise _Refused(f"{where}has neither content_html nor content_text")
+    _json_fields(item, _ITEM_URLS, _ITEM_STRINGS, where)
+    for key in ("date_published", "date_modified"):
+        if key in item and not (isinstance(item[key], str) and _is_rfc3339(item[key])):
+            raise _Refused(f"{where}{key} {item[key]!r} is not an RFC 3339 date-time")
+    tags = item.get("tags", [])
+    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise _Refused(f"{where}tags is not a list of strings")
+
+
+def _json_chars(text: str, doc: Any) -> None:
+    """No string in ``doc`` (parsed from ``text``) holds a character XML 1.0 forbids."""
     if not (_ILLEGAL.search(text) or _ESCAPED_ILLEGAL.search(text)):
         return  # the common case: no string can hold one; the walk below only says where
     for path, value in _strings(doc, ""):
@@ -340,6 +444,24 @@ def _check_json(data: bytes) -> None:
         if bad:
             where = re.sub(r"^items\[(\d+)\]\.?", lambda m: f"item {int(m.group(1)) + 1}: ", path)
             raise _Refused(f"{where} contains U+{ord(bad.group()):04X}, which XML 1.0 does not allow")
+
+
+def _composed_json(doc: Composed, checked: set) -> None:
+    # The items go into the array the head leaves open and the tail closes ("[" cannot be
+    # inside a string there: the tail has no quote to end one). That array must be the
+    # document's "items" -- the last such member, as json.loads reads duplicates -- and
+    # not, say, "hubs" or "authors", whose checks an item would fail: a probe value put
+    # there must come out as the only item.
+    _check_json(_composed_envelope(doc, _JSON_TAIL, separator=b","))
+    if not doc.head.endswith(b"[") or json.loads(doc.head + b"0" + doc.tail).get("items") != [0]:
+        raise _Refused("not a document of our layout")
+    for item in doc.items:
+        if item in checked:
+            continue
+        text, value = _json_text(item)
+        _json_item(value, "item 1: ")
+        _json_chars(text, value)
+        checked.add(item)
 
 
 # --- OPML and HTML ------------------------------------------------------------------------
@@ -378,4 +500,26 @@ _CHECKS: tuple[tuple[str, Callable[[bytes], Any]], ...] = (
     (".opml", _check_opml),
     (".xml", _xml),
     (".html", _check_html),
+)
+
+# --- composed documents -------------------------------------------------------------------
+
+#: the ends of the renderers' documents (feeds.py, json_feed.py): items come right before
+_RSS_TAIL = b"  </channel>\n</rss>\n"
+_ATOM_TAIL = b"</feed>\n"
+_JSON_TAIL = b"]}\n"
+
+
+def _composed_envelope(doc: Composed, tail: bytes, *, separator: bytes = b"") -> bytes:
+    """``head + tail``, when ``doc`` has the layout its route knows (a fixed tail closing
+    the container, then the root); anything else is left to ``validate``."""
+    if doc.tail != tail or doc.separator != separator:
+        raise _Refused("not a document of our layout")
+    return doc.head + doc.tail
+
+
+_COMPOSED: tuple[tuple[str, Callable[[Composed, set], None]], ...] = (
+    (".rss.xml", _composed_rss),
+    (".atom.xml", _composed_atom),
+    (".json", _composed_json),
 )
