@@ -461,9 +461,11 @@ def _fulltext_rule(s: dict[str, Any], path: Path, where: str) -> FullTextRule | 
     if not all(isinstance(r, str) and r.strip() for r in removes):
         raise ConfigError(f"{path}: {where}.remove_selectors must be a list of CSS selectors (strings)")
     for key, value in [("content_selector", selector), *(("remove_selectors", r) for r in removes)]:
+        if not value:
+            continue
         from .fulltext import check_selector  # only with selectors: it imports the HTML stack
 
-        if value and (problem := check_selector(value)):
+        if problem := check_selector(value):
             raise ConfigError(f"{path}: {where}.{key}: invalid CSS selector {value!r}: {problem}")
     if mode == "never":
         if selector or removes:

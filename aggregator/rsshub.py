@@ -31,9 +31,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from lxml import etree
+if TYPE_CHECKING:  # lxml is imported by the check itself: config loading must stay light
+    from lxml import etree
 
 SCHEME = "rsshub://"
 
@@ -328,6 +330,8 @@ _ERROR_TEXT = 120
 
 
 def _xml_parser(encoding: str | None = None) -> etree.XMLParser:
+    from lxml import etree
+
     # No entity expansion, no DTD loading, no network, libxml2's default size/depth limits:
     # a hostile instance cannot make this check expensive.
     # (Not collect_ids=False: with lxml 6 it makes libxml2 try to fetch an external DTD --
@@ -344,6 +348,8 @@ def broken_feed(body: bytes, content_type: str | None) -> str | None:
     feedparser), then the document element; JSON is accepted only as a JSON Feed (RSSHub's
     ``format=json``). A DTD internal subset is refused: RSSHub never writes one, and it is the
     vehicle of entity-expansion attacks that aggregator.parse refuses too."""
+    from lxml import etree
+
     try:
         return _broken_feed(body, content_type)
     except (etree.LxmlError, ValueError, LookupError, RecursionError) as e:  # belt and braces: never fail the fetch
@@ -351,6 +357,8 @@ def broken_feed(body: bytes, content_type: str | None) -> str | None:
 
 
 def _broken_feed(body: bytes, content_type: str | None) -> str | None:
+    from lxml import etree
+
     start = body[len(_BOM_UTF8):] if body.startswith(_BOM_UTF8) else body
     stripped = start.lstrip()
     if not stripped:
@@ -383,6 +391,8 @@ def _reparse_decoded(body: bytes, content_type: str | None) -> etree._Element | 
     does not know, like tis-620, or the HTTP charset that RFC 7303 puts above the XML
     declaration): decode as aggregator.parse will, then check the text. Only malformed
     bodies pay for this."""
+    from lxml import etree
+
     from aggregator.encoding import decode_feed_bytes  # its charset guesser is only needed here
 
     match = _CHARSET.search(content_type or "")
