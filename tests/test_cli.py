@@ -192,3 +192,31 @@ def test_poll_due_include_gone_and_update_moved(config, server):
     assert rows["Gone"]["state"] == "gone" and rows["Moved"]["moved_to"] == server.url("/new.xml")
     p = run(config, "poll", "Moved", "--update-moved", check=0)
     assert f'url = "{server.url("/new.xml")}"' in config.read_text(encoding="utf-8")
+
+
+def test_a_warm_poll_imports_no_parser_or_html_stack(tmp_path, server):
+    """Start-up is most of a cycle where every source answers 304 (issue 8): a warm poll
+    process must not import feedparser, lxml, bs4, trafilatura or our parse stage, even
+    with full-text and RSSHub sources configured."""
+    server.add("/t.xml", RSS)
+    path = write_config(tmp_path / "config.toml", [
+        {"name": "T", "url": server.url("/t.xml"), "category": "news", "fulltext": "auto"},
+        {"name": "R", "url": "rsshub://tiny/feed", "category": "news"}], rsshub_instances=[server.url("/").rstrip("/")])
+    server.add("/tiny/feed", RSS.replace(b"Tiny Feed", b"Tiny Route"))
+    run(path, "poll", check=0)  # cold: parses, stores, publishes
+    probe = (
+        "import sys\n"
+        "from aggregator.cli import cli as main\n"
+        "try:\n"
+        f"    main(['--config', {str(path)!r}, 'poll'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "heavy = ('feedparser', 'lxml', 'bs4', 'trafilatura', 'aggregator.parse', 'aggregator.fulltext')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AGGREGATOR_CONFIG", None)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "2 sources, 0 failed; 0 new" in out.stdout, out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
