@@ -12,13 +12,17 @@ pure and safe in a worker process or thread.
    than ``MAX_START_TAGS`` start tags or ``MAX_INPUT_CHARS`` characters is *flattened*:
    linear regexes cut out comments and ``DROP_WITH_CONTENT`` elements, drop every tag, and
    the text comes back as escaped ``<p>`` paragraphs. Text is kept; links and images go.
-2. Rewrite with BeautifulSoup on lxml (lxml reads entities in attributes as browsers do;
-   ``html.parser`` turns ``?a=1&region=us`` into ``?a=1®ion=us``): drop
+2. Rewrite the tree lxml's HTML parser reads (lxml reads entities in attributes as
+   browsers do; ``html.parser`` turns ``?a=1&region=us`` into ``?a=1®ion=us``): drop
    ``DROP_WITH_CONTENT`` and share widgets with their content, keep allowed iframes
    (emptied), repair lazy images, drop 1x1 pixels and tracker images, resolve URLs and
    strip their tracking parameters, filter ``srcset``, rename (``RENAME``) or unwrap tags
    outside ``ALLOWED_TAGS`` so their text survives, keep allowed attributes only, in
-   sorted order; then unwrap the wrappers left with nothing to show.
+   sorted order; then unwrap the wrappers left with nothing to show. One walk decides
+   each element and writes it out (``_walk``), in the HTML BeautifulSoup wrote when it
+   did this (issue 8: bs4 building and writing its tree was most of the CPU of a cold
+   cycle; on the corpus and every test input the HTML handed to nh3 is the same, byte
+   for byte, at a quarter of the cost).
 3. nh3 is the authority: it re-parses that with html5ever, applies the same allowlist,
    re-checks every URL (``_cleaner``'s filter: nh3 never checks ``srcset`` and keeps
    ``cite="javascript:"``, so ``cite`` is not allowed at all) and adds
@@ -58,8 +62,7 @@ from html import escape, unescape
 from urllib.parse import urljoin
 
 import nh3
-from bs4 import BeautifulSoup, Tag
-from bs4.builder import LXMLTreeBuilder
+from lxml import etree
 
 from .cleanrules import (ALLOWED_ATTRIBUTES, ALLOWED_TAGS, BLOCK_WRAPPERS, DEFAULT_IFRAME_HOSTS,
                          DROP_WITH_CONTENT, EMPTY_WRAPPERS, IFRAME_ATTRIBUTES, IFRAME_POLICY,
@@ -84,7 +87,9 @@ def _resolve(value: str, base: str | None, schemes: tuple[str, ...]) -> str | No
 
     Read the way browsers read it (entities are already decoded by the parser), so that
     ``jav&#x09;ascript:`` and `` JaVaScRiPt:`` are both seen as ``javascript:``."""
-    url = _URL_TAB_NL_RE.sub("", value.strip(_C0_AND_SPACE))
+    url = value.strip(_C0_AND_SPACE)
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = _URL_TAB_NL_RE.sub("", url)
     if not url:
         return None
     if match := _SCHEME_RE.match(url):
@@ -106,7 +111,7 @@ def _filter_srcset(value: str, base: str | None) -> str | None:
         url = _resolve(url, base, _MEDIA_SCHEMES)
         # a URL ending in "," would read as a separator next time (strip_tracking can
         # leave one: "a.png?x=1,&utm_source=y")
-        if url and not url.endswith(",") and not any(c.isspace() for c in url):
+        if url and not url.endswith(",") and url.split() == [url]:  # no whitespace
             kept.append(f"{url} {descriptor}".rstrip())
     return ", ".join(kept) or None
 
@@ -122,6 +127,18 @@ def _largest_candidate(srcset: str) -> str | None:
 def _iframe_src(value: str | None, base: str | None, rules: Rules) -> str | None:
     url = _resolve(value or "", base, ("https",)) if rules else None
     return url if url and is_allowed_iframe_src(url, rules) else None
+
+
+def _rules(iframe_hosts: frozenset[str]) -> Rules:
+    """``iframe_rules``, read once per allowlist (a set or list is read every time)."""
+    if isinstance(iframe_hosts, frozenset):
+        return _frozen_rules(iframe_hosts)
+    return iframe_rules(iframe_hosts)
+
+
+@lru_cache(maxsize=16)  # one per iframe allowlist: an immutable table, not call state
+def _frozen_rules(iframe_hosts: frozenset[str]) -> Rules:
+    return iframe_rules(iframe_hosts)
 
 
 @lru_cache(maxsize=16)  # one per iframe allowlist: an immutable table, not call state
@@ -161,147 +178,6 @@ def _cleaner(rules: Rules) -> nh3.Cleaner:
     )
 
 
-# --- the bs4 rewrite -------------------------------------------------------------------
-
-def _repair_image(img, base: str | None) -> bool:
-    """Give the image a real ``src`` and a filtered ``srcset``; False if it has to go."""
-    if is_pixel(img.attrs):
-        return False
-    raw_srcset = img.get("data-srcset") or img.get("srcset")
-    srcset = _filter_srcset(raw_srcset, base) if raw_srcset else None
-    raw_src, src = (img.get("src") or "").strip(), None
-    if raw_src and not raw_src.lower().startswith("data:") and not PLACEHOLDER_RE.search(raw_src):
-        src = _resolve(raw_src, base, _MEDIA_SCHEMES)
-    for name in LAZY_SRC_ATTRIBUTES:
-        if not src and img.get(name):
-            src = _resolve(img[name], base, _MEDIA_SCHEMES)
-    src = src or (_largest_candidate(srcset) if srcset else None)
-    if not src or is_tracker_image(src):
-        return False
-    img["src"] = src
-    img.attrs.pop("srcset", None)
-    if srcset:
-        img["srcset"] = srcset
-    return True
-
-
-def _math_text(math) -> str:
-    """MathML as text: its ``alttext``, else its text without annotations (TeX source)."""
-    if math.get("alttext"):
-        return math["alttext"]
-    parts, stack = [], list(reversed(math.contents))
-    while stack:  # not recursive: nesting can be 10,000 deep
-        node = stack.pop()
-        if node.name is None:
-            parts.append(str(node))
-        elif node.name not in DROP_WITH_CONTENT and not node.name.startswith("annotation"):
-            stack.extend(reversed(node.contents))
-    return "".join(parts)
-
-
-class _TreeBuilder(LXMLTreeBuilder):
-    """bs4 on lxml, dropping comments, processing instructions and doctypes as they are
-    parsed: removing them afterwards scans their siblings each time (bs4's ``extract``),
-    which is quadratic on 10,000 comments in a row."""
-
-    def comment(self, text):
-        pass
-
-    def pi(self, target, data):
-        pass
-
-    def doctype(self, name, pubid, system):
-        pass
-
-
-class _Tag(Tag):
-    """A bs4 tag equal only to itself. bs4 compares tags by content, recursively, and its
-    serialiser asks ``c.parent != stack_top`` for every node: ``<div>`` x 4,500 then
-    ``</div><p></p>`` x 4,500 recursed 4,500 levels deep (RecursionError)."""
-
-    def __eq__(self, other):
-        return self is other
-
-    def __ne__(self, other):
-        return self is not other
-
-    __hash__ = object.__hash__
-
-
-def _remove_tag(node) -> None:
-    """Rename the element to one nh3 strips while keeping its content (empty it first to
-    drop the content too). bs4's extract() and unwrap() scan all the siblings, which is
-    quadratic on wide or deep trees: 10,000 nested unwraps took 9 s."""
-    node.name, node.attrs = _GONE, {}
-    node.can_be_empty_element = False  # "<x-gone/>" would open an element in HTML
-
-
-def _rewrite(soup: BeautifulSoup, base: str | None, rules: Rules) -> None:
-    """One walk over the tree (bs4's ``find_all`` per rule, and ``.decomposed``, which goes
-    through ``Tag.__getattr__``, i.e. a search, were most of the time)."""
-    outside: set[str] = set()  # image URLs seen outside <noscript>
-    in_noscript = []
-    elements = []  # every element, each after its parent
-    stack = [(soup, False)]
-    while stack:
-        parent, under_noscript = stack.pop()
-        for node in parent.contents:
-            name = node.name
-            if name is None:  # text
-                continue
-            elements.append(node)
-            if name == "iframe" and (src := _iframe_src(node.get("src"), base, rules)):
-                node.clear()  # fallback content: not shown where frames work
-                node.attrs = _iframe_attributes(node.attrs, src)
-                continue
-            widget = name not in ("html", "body") and is_share_widget(node.attrs)
-            if name in DROP_WITH_CONTENT or name == "math" or widget:
-                # a widget had a box: a space keeps the words around it apart
-                text = _math_text(node) if name == "math" else " " if widget else ""
-                node.clear()
-                if text:
-                    node.append(text)
-                _remove_tag(node)
-                continue
-            if name == "img":
-                if not _repair_image(node, base):
-                    _remove_tag(node)
-                    continue
-                (in_noscript.append(node) if under_noscript else outside.add(node["src"]))
-            name = RENAME.get(name, name)
-            if name in ALLOWED_TAGS:
-                node.name, node.attrs = name, _allowed_attributes(name, node.attrs, base)
-                if name == "source" and not node.attrs:  # nothing left to play or show
-                    _remove_tag(node)
-            else:  # html, body, font, noscript, custom tags...: keep the content
-                _remove_tag(node)
-            stack.append((node, under_noscript or name == "noscript"))
-    for img in in_noscript:
-        if img["src"] in outside:  # the <noscript> twin of a lazy image
-            _remove_tag(img)
-    _unwrap_blank(elements)
-
-
-def _unwrap_blank(elements: list) -> None:
-    """Unwrap the ``EMPTY_WRAPPERS`` with nothing to show (only whitespace and other blank
-    wrappers in them), children before parents. Their whitespace stays, and a block gets
-    a space so that the words around it do not join (``a<div></div>b`` shows two lines).
-    ``&nbsp;`` and U+3000 are not blank: HTML collapses ASCII whitespace only, so
-    ``<p>&nbsp;</p>`` is a deliberate empty line; nor is any whitespace in a ``<pre>``."""
-    blank: set[int] = set()
-    for node in reversed(elements):
-        name = node.name
-        if name != _GONE and name not in EMPTY_WRAPPERS:
-            continue  # an image, a line break, a cell, an iframe...: something to show
-        space = "" if name == "pre" else _ASCII_WHITESPACE  # kept as is in <pre>
-        if all(id(child) in blank if child.name else not child.strip(space)
-               for child in node.contents):
-            blank.add(id(node))
-            if name in BLOCK_WRAPPERS:
-                node.insert(0, " ")
-            _remove_tag(node)
-
-
 _IFRAME_SIZE_RE = re.compile(r"\d{1,5}%?")
 
 
@@ -330,6 +206,288 @@ def _allowed_attributes(name: str, attrs: dict, base: str | None) -> dict:
     return dict(sorted(kept.items()))  # deterministic whatever the source order
 
 
+# --- parsing: lxml's tree, or the same parse through its events ------------------------
+
+def _parser(**target) -> etree.HTMLParser:
+    return etree.HTMLParser(recover=True, huge_tree=True, remove_comments=True,
+                            remove_pis=True, **target)
+
+
+class _Node:
+    """An element as ``_EventTree`` builds it: the part of lxml's element API that
+    ``_walk`` and ``_math_text`` use."""
+
+    __slots__ = ("attrib", "children", "tag", "tail", "text")
+
+    def __init__(self, tag: str, attrib: dict) -> None:
+        self.tag, self.attrib, self.children = tag, attrib, []
+        self.text: str | None = None
+        self.tail: str | None = None
+
+    def __iter__(self):
+        return iter(self.children)
+
+    def __reversed__(self):
+        return reversed(self.children)
+
+    def __len__(self) -> int:
+        return len(self.children)
+
+
+class _EventTree:
+    """lxml parser target building ``_Node`` trees from the parser's events, for the two
+    shapes lxml's own tree does not keep: libxml2 stops building its tree past a depth
+    (silently: the rest of the document is lost), and a ``</html>`` ends the root, so that
+    what follows becomes other top-level elements, kept without the text between them.
+    The events have it all. Text outside any ``<html>`` that is only whitespace becomes
+    one newline or space, as bs4 (our previous parser) kept it: ``a</html> b`` reads
+    "a b"."""
+
+    def __init__(self) -> None:
+        self.document = _Node("", {})
+        self.open = [self.document]
+        self.html = 0  # open <html> elements
+        self.buffer: list[str] = []
+
+    def _flush(self) -> None:
+        text = "".join(self.buffer)
+        self.buffer.clear()
+        if not text:
+            return
+        if not self.html and not text.strip(_ASCII_WHITESPACE):
+            text = "\n" if "\n" in text else " "
+        parent = self.open[-1]
+        if parent.children:
+            last = parent.children[-1]
+            last.tail = (last.tail or "") + text
+        else:
+            parent.text = (parent.text or "") + text
+
+    def start(self, tag: str, attrib: dict) -> None:
+        self._flush()
+        node = _Node(tag, dict(attrib))
+        self.open[-1].children.append(node)
+        self.open.append(node)
+        self.html += tag == "html"
+
+    def end(self, tag: str) -> None:
+        self._flush()
+        self.html -= self.open.pop().tag == "html"
+
+    def data(self, data: str) -> None:
+        self.buffer.append(data)
+
+    def close(self) -> _Node:
+        self._flush()
+        return self.document
+
+
+# This deep, lxml's tree may have lost the rest of the document (libxml2 2.14 stops
+# building it past 256 levels, or 2,048 with huge_tree): it is read again from the events.
+_TREE_DEPTH = 256
+_TOO_DEEP = "boolean(" + "/".join(["*"] * (_TREE_DEPTH - 1)) + ")"  # from the root, level 1
+
+
+def _parse(html: str) -> tuple[str | None, list]:
+    """The text before the first element and the top-level elements (their ``tail`` is the
+    text after them), as lxml's HTML parser reads them (as browsers read entities in
+    attributes: ``html.parser`` turns ``?a=1&region=us`` into ``?a=1®ion=us``), without
+    comments and processing instructions: lxml's tree when it has them all, else
+    ``_EventTree``'s."""
+    html = html.removeprefix("\ufeff")  # as bs4 did: lxml drops one more
+    parser = _parser()
+    parser.feed(html)
+    try:
+        root = parser.close()
+    except etree.XMLSyntaxError:  # nothing but comments, a doctype or whitespace
+        root = None
+    if root is None:  # (lxml raises or not, depending on which)
+        return None, []
+    # Nearly every level takes a start tag: counting "<" is cheaper than the XPath.
+    if root.getnext() is None and (html.count("<") < _TREE_DEPTH // 2 or not root.xpath(_TOO_DEEP)):
+        return None, [root]
+    parser = _parser(target=_EventTree())
+    parser.feed(html)
+    document = parser.close()
+    return document.text, document.children
+
+
+# --- the rewrite, written out as it goes ----------------------------------------------
+
+def _repair_image(attrs: dict, base: str | None) -> bool:
+    """Give the image (its attributes, changed in place) a real ``src`` and a filtered
+    ``srcset``; False if it has to go."""
+    if is_pixel(attrs):
+        return False
+    raw_srcset = attrs.get("data-srcset") or attrs.get("srcset")
+    srcset = _filter_srcset(raw_srcset, base) if raw_srcset else None
+    raw_src, src = (attrs.get("src") or "").strip(), None
+    if raw_src and not raw_src.lower().startswith("data:") and not PLACEHOLDER_RE.search(raw_src):
+        src = _resolve(raw_src, base, _MEDIA_SCHEMES)
+    for name in LAZY_SRC_ATTRIBUTES:
+        if not src and attrs.get(name):
+            src = _resolve(attrs[name], base, _MEDIA_SCHEMES)
+    src = src or (_largest_candidate(srcset) if srcset else None)
+    if not src or is_tracker_image(src):
+        return False
+    attrs["src"] = src
+    attrs.pop("srcset", None)
+    if srcset:
+        attrs["srcset"] = srcset
+    return True
+
+
+def _math_text(math) -> str:
+    """MathML as text: its ``alttext``, else its text without annotations (TeX source)."""
+    if alttext := math.attrib.get("alttext"):
+        return alttext
+    parts, stack = [math.text or ""], list(reversed(math))
+    while stack:  # not recursive: nesting can be 10,000 deep
+        node = stack.pop()
+        if isinstance(node, str):  # a tail, due after its element's content
+            parts.append(node)
+            continue
+        if node.tail:
+            stack.append(node.tail)
+        if node.tag not in DROP_WITH_CONTENT and not node.tag.startswith("annotation"):
+            parts.append(node.text or "")
+            stack.extend(reversed(node))
+    return "".join(parts)
+
+
+# Elements HTML writes without an end tag (bs4's list, our previous serialiser: the HTML
+# nh3 reads stays the same): "<br/>" when empty.
+_VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "command", "embed",
+                   "frame", "hr", "image", "img", "input", "isindex", "keygen", "link",
+                   "menuitem", "meta", "nextid", "param", "source", "spacer", "track", "wbr"})
+_MAY_BE_BLANK = EMPTY_WRAPPERS | {_GONE}
+_END = object()  # on the walk's stack: the element on top of ``open_`` ends here
+
+
+def _escape(text: str) -> str:
+    if "&" in text or "<" in text or ">" in text:  # most text has none: no copies
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
+def _start_tag(name: str, attrs: dict | None, void: bool = False) -> str:
+    """Attributes in the order given (sorted by the rewrite); a value with a double quote
+    is single-quoted unless it also has a single quote (then its double quotes are
+    escaped)."""
+    if not attrs:
+        return f"<{name}/>" if void else f"<{name}>"
+    parts = [name]
+    for key, value in attrs.items():
+        value = _escape(value)
+        if '"' not in value:
+            parts.append(f'{key}="{value}"')
+        elif "'" not in value:
+            parts.append(f"{key}='{value}'")
+        else:
+            parts.append(key + '="' + value.replace('"', "&quot;") + '"')
+    return "<" + " ".join(parts) + ("/>" if void else ">")
+
+
+def _rewrite(before: str | None, roots: list, base: str | None, rules: Rules) -> str:
+    """The tree rewritten, as HTML.
+
+    One walk that decides each element and writes it (no tree edit: lxml refuses the
+    control characters entities can produce, ``<math alttext="&#12;">``). Its content is
+    written before it is known whether the element shows anything: an ``EMPTY_WRAPPERS``
+    element, or an unwrapped one, with nothing to show (only whitespace and other blank
+    wrappers in it) has its start tag replaced when it ends, by the unwrapping name and,
+    for a block, a space so that the words around it do not join (``a<div></div>b`` shows
+    two lines). Its whitespace stays. ``&nbsp;`` and U+3000 are not blank: HTML collapses
+    ASCII whitespace only, so ``<p>&nbsp;</p>`` is a deliberate empty line; nor is any
+    whitespace in a ``<pre>``.
+
+    An image in ``<noscript>`` that repeats one outside it (a lazy image's twin) goes;
+    the images outside are only all known at the end, so a tree with such a twin is
+    walked a second time."""
+    outside: set[str] = set()  # image URLs seen outside <noscript>
+    html, twins = _walk(before, roots, base, rules, outside, set())
+    if twins:
+        html, _ = _walk(before, roots, base, rules, set(), twins)
+    return html
+
+
+def _walk(before: str | None, roots: list, base: str | None, rules: Rules, outside: set[str],
+          twins: set[str]) -> tuple[str, set[str]]:
+    """``_rewrite``'s walk; fills ``outside``, drops the images in <noscript> with a URL in
+    ``twins`` and returns the twins it found. Not recursive: nesting can be deep."""
+    pieces = [_escape(before)] if before else []
+    # per open element: [start piece index, name, blank so far, its whitespace, <noscript>?]
+    open_: list[list] = []
+    stack = list(reversed(roots))
+    found = set()
+    while stack:
+        node = stack.pop()
+        if node is _END:
+            index, name, blank, _, _ = open_.pop()
+            if blank:
+                pieces[index] = "<x-gone> " if name in BLOCK_WRAPPERS else "<x-gone>"
+                pieces.append("</x-gone>")
+            else:
+                pieces.append(f"</{name}>")
+            node = stack.pop()  # the element that ended, for its tail
+        else:
+            name, attrs, text = node.tag, node.attrib, node.text
+            noscript = bool(open_) and open_[-1][4]
+            widget = (("class" in attrs or "id" in attrs) and name not in ("html", "body")
+                      and is_share_widget(attrs))
+            blank = None  # None: the element stays open for its content
+            if name == "iframe" and (src := _iframe_src(attrs.get("src"), base, rules)):
+                # emptied: its fallback content is not shown where frames work
+                pieces.append(_start_tag("iframe", _iframe_attributes(attrs, src)) + "</iframe>")
+                blank = False
+            elif name in DROP_WITH_CONTENT or name == "math" or widget:
+                # a widget had a box: a space keeps the words around it apart
+                text = _math_text(node) if name == "math" else " " if widget else ""
+                pieces.append(f"<{_GONE}>{_escape(text)}</{_GONE}>")
+                blank = not text.strip(_ASCII_WHITESPACE)
+            else:
+                if name == "img":
+                    attrs = dict(attrs)
+                    if not _repair_image(attrs, base):
+                        name = _GONE
+                    elif not noscript:
+                        outside.add(attrs["src"])
+                name = RENAME.get(name, name)
+                if name not in ALLOWED_TAGS:  # html, body, font, noscript, custom tags...:
+                    name, attrs = _GONE, None  # the content stays
+                elif attrs or name == "img":
+                    attrs = _allowed_attributes(name, attrs, base)
+                if name == "img" and noscript:
+                    found.add(src := attrs.get("src"))
+                    if src in twins:  # the <noscript> twin of a lazy image
+                        name, attrs = _GONE, None
+                elif name == "source" and not attrs:  # nothing left to play or show
+                    name = _GONE
+                if name in _VOID and not text and not len(node):
+                    pieces.append(_start_tag(name, attrs, void=True))
+                    blank = False
+                else:
+                    space = "" if name == "pre" else _ASCII_WHITESPACE  # kept as is in <pre>
+                    open_.append([len(pieces), name, name in _MAY_BE_BLANK, space,
+                                  noscript or node.tag == "noscript"])
+                    pieces.append(_start_tag(name, attrs) if attrs else f"<{name}>")
+                    if text:
+                        pieces.append(_escape(text))
+                        if text.strip(space):
+                            open_[-1][2] = False
+                    stack += (node, _END)
+                    if len(node):
+                        stack.extend(reversed(node))
+                    continue
+        # the element ended: its tail and whether it showed anything count in its parent
+        tail = node.tail
+        if tail:
+            pieces.append(_escape(tail))
+        if open_ and open_[-1][2] and (blank is False or tail and tail.strip(open_[-1][3])):
+            open_[-1][2] = False
+    return "".join(pieces), found & outside
+
+
 # --- clean_html ------------------------------------------------------------------------
 
 _START_TAG_RE = re.compile(r"<[A-Za-z]")
@@ -355,18 +513,13 @@ def _flatten(html: str) -> str:
 
 def _step(html: str, base: str | None, rules: Rules) -> str:
     """One cleaning pass (see the module docstring)."""
-    # A leading "<?xml ...?>" is a bogus comment in HTML, and bs4 warns about it.
+    # A leading "<?xml ...?>" is a bogus comment in HTML; an unterminated one is all there is.
     html = _LEADING_PI_RE.sub("", _CDATA_RE.sub(r"\1", _strip_illegal(html)))
-    if len(html) > MAX_INPUT_CHARS or len(_START_TAG_RE.findall(html)) > MAX_START_TAGS:
+    if len(html) > MAX_INPUT_CHARS or (html.count("<") > MAX_START_TAGS  # cheap bound first
+                                       and len(_START_TAG_RE.findall(html)) > MAX_START_TAGS):
         return _flatten(html)
     if "<" in html:
-        # preserve_whitespace_tags: bs4 otherwise shrinks whitespace-only strings to "\n"
-        # or " ", which the next pass's html5ever does not reproduce.
-        builder = _TreeBuilder(multi_valued_attributes=None, huge_tree=True,
-                               preserve_whitespace_tags={"html"})
-        soup = BeautifulSoup(html, builder=builder, element_classes={Tag: _Tag})
-        _rewrite(soup, base, rules)
-        html = soup.decode()
+        html = _rewrite(*_parse(html), base, rules)
     # html5ever drops a newline right after <pre> when parsing and does not write one
     # back, so a leading newline would be lost on every pass. Character references can
     # produce characters _strip_illegal removed from the input (&#2;).
@@ -382,7 +535,7 @@ def clean_html(html: str, base_url: str | None = None, *,
     (empty: no iframe at all); a malformed entry raises ValueError (cleanrules.iframe_rules).
     """
     base = base_url.strip() if base_url and _is_absolute_http(base_url.strip()) else None
-    rules = iframe_rules(iframe_hosts)
+    rules = _rules(iframe_hosts)
     out = _step(html or "", base, rules)
     # Again until nothing changes: lxml re-parses clean HTML by its own nesting rules
     # (<b><p> becomes <b></b><p>) and html5ever's output does not always parse back to the

@@ -115,6 +115,9 @@ def _host_suffixes(host: str) -> Iterable[str]:
 
 def is_tracker_image(url: str) -> bool:
     """True when an absolute http(s) image URL is on a ``TRACKER_IMAGES`` host and path."""
+    lowered = url.lower()
+    if not any(host in lowered for host in TRACKER_IMAGES):  # no host can match: no parse
+        return False
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")

@@ -74,10 +74,14 @@ def dedup_keys(source: Source, guid: str, link: str | None, title: str, text: st
     l: same link once tracking parameters and fragment are removed (any source)
     t: same normalized title + text within one category (any source)
     """
+    return _dedup_keys(source, guid, link, title, normalize_text(text))
+
+
+def _dedup_keys(source: Source, guid: str, link: str | None, title: str, body: str) -> tuple[str, ...]:
+    """``dedup_keys`` with the text already normalized (``normalize_entry`` needs it twice)."""
     keys = ["g:" + _sha(source.name, guid)]
     if link:
         keys.append("l:" + _sha(canonical_url(link)))
-    body = normalize_text(text)
     if body:  # title alone is too weak: "Daily notes" items would all merge
         keys.append("t:" + _sha(source.category, normalize_text(title), body))
     return tuple(keys)
@@ -142,6 +146,7 @@ def normalize_entry(
     raw_body = entry.content or entry.summary or ""
     body = xml_safe(clean_html(xml_safe(raw_body), base or link, iframe_hosts=iframe_hosts))
     text = html_to_text(body)
+    normalized = normalize_text(text)
     title = _title(entry, text)
     image = _http_url(entry.image, base or link) or first_image(body)
     summary_src = html_to_text(xml_safe(clean_html(xml_safe(entry.summary), base or link, iframe_hosts=frozenset()))) if entry.summary else text
@@ -161,10 +166,10 @@ def normalize_entry(
         image=image,
         body_html=body,
         summary=summary,
-        dedup_keys=dedup_keys(source, guid, link, title, text),
+        dedup_keys=_dedup_keys(source, guid, link, title, normalized),
         content_hash=content_hash,
         date_note=date_note,
-        text_len=len(normalize_text(text)),
+        text_len=len(normalized),
         fingerprint=fingerprint(title, text),
     )
 

@@ -998,8 +998,9 @@ def test_flattened_items_keep_text_and_lose_dangerous_content():
 
 @pytest.mark.parametrize("closing", ["</div><p></p>", "</div><p>x</p>", "</div><span></span>"])
 def test_deep_comb_does_not_recurse(closing):
-    # bs4 compares tags by content, recursively, while serialising: this shape (4,500
-    # start tags, under the flattening cap) raised RecursionError before clean._Tag.
+    # This shape (4,500 start tags, under the flattening cap) once raised RecursionError
+    # (bs4 compared tags by content, recursively, while serialising); it is also deeper
+    # than lxml's own tree goes (clean._parse reads it from the parser's events).
     markup = "<div>" * 4_500 + closing * 4_500
     out = clean_html(markup, BASE)
     assert html_to_text(out) == html_to_text(markup)  # "x x x ...", or nothing
