@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import sqlite_utils
 
 from .decide import Match, Verdict, decide, edit_allowed, merge_changes, pick_match
 from .errors import StoreError
@@ -111,6 +110,7 @@ class Store:
         /metrics): the file is opened ``mode=ro``, never created or migrated; a database
         of another schema version is refused (StoreError) rather than upgraded."""
         self.path = Path(path)
+        self._db = None
         if readonly:
             self._open_readonly()
             return
@@ -121,8 +121,9 @@ class Store:
             # to whichever worker thread runs a job, never to two at once.
             conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 30000")
-            self.db = sqlite_utils.Database(conn)
-            self.db.enable_wal()  # sqlite-utils leaves journal_mode=delete otherwise
+            self.conn = conn
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = wal")  # persistent: set once per file
             conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
@@ -136,7 +137,7 @@ class Store:
             conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, timeout=30,
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 30000")
-            self.db = sqlite_utils.Database(conn)
+            self.conn = conn
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot open database read-only: {e}") from e
@@ -145,15 +146,27 @@ class Store:
             raise StoreError(f"{self.path}: database schema {version}, this aggregator reads {SCHEMA_VERSION}"
                              " (run any aggregator command once to upgrade it)")
 
+    @property
+    def db(self):
+        """sqlite-utils over our connection, for the schema (tables, columns, indexes) and
+        for tests. Made on first use: queries go to ``self.conn`` directly, so a poll
+        whose database is up to date never imports sqlite-utils (and dateutil): a tenth
+        of a warm cycle's start-up."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     # -- schema -----------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: database schema {version} is newer than this aggregator ({SCHEMA_VERSION})")
         if version == SCHEMA_VERSION:
             return
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             if version < 1:
@@ -271,7 +284,7 @@ class Store:
             raise
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -280,12 +293,12 @@ class Store:
         self.close()
 
     def _write(self):
-        return _Immediate(self.db.conn, self.path)
+        return _Immediate(self.conn, self.path)
 
     # -- sources ----------------------------------------------------------------------
 
     def source_state(self, name: str) -> SourceState:
-        row = self.db.execute(
+        row = self.conn.execute(
             "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
             " last_error_kind, last_attempt, last_success, title, next_poll, moved_to, ttl_minutes,"
             " update_period, update_frequency,"
@@ -294,19 +307,19 @@ class Store:
             [name],
         ).fetchone()
         if row is None:
-            count = self.db.execute("SELECT count(*) FROM articles WHERE source = ?", [name]).fetchone()[0]
+            count = self.conn.execute("SELECT count(*) FROM articles WHERE source = ?", [name]).fetchone()[0]
             return SourceState(name=name, articles=count)
         return _source_state(row)
 
     def source_states(self) -> dict[str, SourceState]:
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT name, url, etag, last_modified, body_hash, state, error_count, last_error,"
             " last_error_kind, last_attempt, last_success, title, next_poll, moved_to, ttl_minutes,"
             " update_period, update_frequency,"
             " (SELECT count(*) FROM articles a WHERE a.source = s.name), served_by FROM sources s"
         ).fetchall()
         states = {r[0]: _source_state(r) for r in rows}
-        for name, count in self.db.execute("SELECT source, count(*) FROM articles GROUP BY source"):
+        for name, count in self.conn.execute("SELECT source, count(*) FROM articles GROUP BY source"):
             if name not in states:
                 states[name] = SourceState(name=name, articles=count)
         return states
@@ -355,7 +368,7 @@ class Store:
             return
         with self._write():
             for name, url, kw in records:
-                self.db.execute(self._SUCCESS_SQL, self._success_params(name, url, **kw))
+                self.conn.execute(self._SUCCESS_SQL, self._success_params(name, url, **kw))
 
     def record_failure(
         self, name: str, url: str, *, now: datetime, kind: str, message: str,
@@ -365,7 +378,7 @@ class Store:
         ``gone`` (HTTP 410) stops polling for good; the articles stay published."""
         state = "gone" if gone else "failing"
         with self._write():
-            self.db.execute(
+            self.conn.execute(
                 "INSERT INTO sources (name, url, state, error_count, last_error, last_error_kind, last_attempt, next_poll,"
                 " polls_total, errors_total)"
                 " VALUES (?, ?, ?, 1, ?, ?, ?, ?, 1, 1)"
@@ -380,7 +393,7 @@ class Store:
     def reset_source(self, name: str, url: str) -> None:
         """The configured URL changed (or the operator asks): forget gone/moved/backoff."""
         with self._write():
-            self.db.execute(
+            self.conn.execute(
                 "UPDATE sources SET url = ?, state = CASE WHEN state = 'gone' THEN 'new' ELSE state END,"
                 " moved_to = NULL, next_poll = NULL, etag = NULL, last_modified = NULL, body_hash = NULL"
                 " WHERE name = ?",
@@ -407,16 +420,16 @@ class Store:
             for i in range(0, len(gone), 500):
                 ids = [a.id for a in gone[i : i + 500]]
                 marks = ", ".join("?" * len(ids))
-                self.db.execute(f"UPDATE article_keys SET article_id = NULL WHERE article_id IN ({marks})", ids)
+                self.conn.execute(f"UPDATE article_keys SET article_id = NULL WHERE article_id IN ({marks})", ids)
                 for table in ("article_sources", "article_versions", "near_keys"):
-                    self.db.execute(f"DELETE FROM {table} WHERE article_id IN ({marks})", ids)
-                self.db.execute(f"DELETE FROM articles WHERE id IN ({marks})", ids)
+                    self.conn.execute(f"DELETE FROM {table} WHERE article_id IN ({marks})", ids)
+                self.conn.execute(f"DELETE FROM articles WHERE id IN ({marks})", ids)
         return gone
 
     def adopt_moved_url(self, name: str, url: str) -> None:
         """config.toml now says what the 301/308 said: keep validators and health."""
         with self._write():
-            self.db.execute("UPDATE sources SET url = ?, moved_to = NULL WHERE name = ?", [url, name])
+            self.conn.execute("UPDATE sources SET url = ?, moved_to = NULL WHERE name = ?", [url, name])
 
     def forget_source(self, name: str) -> list[StoredArticle]:
         """Delete a source's state and articles; returns the deleted articles (their post
@@ -425,11 +438,11 @@ class Store:
         owned = "(SELECT id FROM articles WHERE source = ?)"
         with self._write():
             for table in ("article_keys", "article_sources", "article_versions", "near_keys"):
-                self.db.execute(f"DELETE FROM {table} WHERE article_id IN {owned}", [name])
+                self.conn.execute(f"DELETE FROM {table} WHERE article_id IN {owned}", [name])
             # copies it contributed to other sources' articles: only the record of it goes
-            self.db.execute("DELETE FROM article_sources WHERE source = ?", [name])
-            self.db.execute("DELETE FROM articles WHERE source = ?", [name])
-            self.db.execute("DELETE FROM sources WHERE name = ?", [name])
+            self.conn.execute("DELETE FROM article_sources WHERE source = ?", [name])
+            self.conn.execute("DELETE FROM articles WHERE source = ?", [name])
+            self.conn.execute("DELETE FROM sources WHERE name = ?", [name])
         return articles
 
     # -- articles ---------------------------------------------------------------------
@@ -485,15 +498,15 @@ class Store:
                         elif change == "sources":
                             merged.append(article_id)
                 # Remember every identity this item arrived under (first owner keeps a key).
-                self.db.conn.executemany(
+                self.conn.executemany(
                     "INSERT INTO article_keys (key, article_id) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
                     [(k, article_id) for k in draft.dedup_keys],
                 )
             owed = set(new + updated + merged)
             if owed:
-                self.db.conn.executemany("INSERT OR IGNORE INTO pending_posts (article_id) VALUES (?)",
+                self.conn.executemany("INSERT OR IGNORE INTO pending_posts (article_id) VALUES (?)",
                                          [(i,) for i in sorted(owed)])
-                self.db.execute("INSERT INTO meta (key, value) VALUES ('publish_pending', '1')"
+                self.conn.execute("INSERT INTO meta (key, value) VALUES ('publish_pending', '1')"
                                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         by_id = {a.id: a for a in self.articles_by_id(new + updated)}
         # An article appears once, under its strongest change: new > updated > merged.
@@ -509,7 +522,7 @@ class Store:
         uid = uid_of(draft)
         date = draft.date or now
         now_s = to_iso(now)
-        cur = self.db.execute(
+        cur = self.conn.execute(
             f"INSERT INTO articles ({_ARTICLE_COLUMNS.replace('id, ', '', 1)}, text_len, simhash, fulltext)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -527,14 +540,14 @@ class Store:
         return article_id
 
     def _index_near(self, article_id: int, category: str, date: str, simhash: int) -> None:
-        self.db.execute("DELETE FROM near_keys WHERE article_id = ?", [article_id])
-        self.db.conn.executemany(
+        self.conn.execute("DELETE FROM near_keys WHERE article_id = ?", [article_id])
+        self.conn.executemany(
             "INSERT OR IGNORE INTO near_keys (band, date, simhash, article_id) VALUES (?, ?, ?, ?)",
             [(f"{category}\x00{band}", date, simhash, article_id) for band in _bands(_unsigned(simhash))],
         )
 
     def _add_source(self, article_id: int, draft: ArticleDraft, matched: str, score: float, now: datetime) -> bool:
-        cur = self.db.execute(
+        cur = self.conn.execute(
             "INSERT OR IGNORE INTO article_sources (article_id, source, guid, link, matched, score, seen)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [article_id, draft.source, draft.guid, draft.link, matched, score, to_iso(now)],
@@ -544,18 +557,18 @@ class Store:
     def _edit(self, article_id: int, draft: ArticleDraft, now: datetime, cap: int) -> bool:
         """The same item changed upstream: keep the previous version's hash, update in
         place — unless it already changed ``cap`` times in the last day."""
-        recent = self.db.execute(
+        recent = self.conn.execute(
             "SELECT count(*) FROM article_versions WHERE article_id = ? AND replaced > ?",
             [article_id, to_iso(now - timedelta(days=1))],
         ).fetchone()[0]
         if not edit_allowed(recent, cap):
             return False
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO article_versions (article_id, content_hash, replaced)"
             " SELECT id, content_hash, ? FROM articles WHERE id = ?", [to_iso(now), article_id],
         )
         # An undated item keeps its first-seen date: only a real date moves it.
-        self.db.execute(
+        self.conn.execute(
             "UPDATE articles SET guid = ?, link = ?, title = ?, date = coalesce(?, date),"
             " date_note = CASE WHEN ? IS NULL THEN date_note ELSE ? END,"
             " image = ?, body_html = ?, summary = ?, content_hash = ?, updated = ?, text_len = ?,"
@@ -569,7 +582,7 @@ class Store:
             ],
         )
         if draft.fingerprint is not None:
-            category, date = self.db.execute("SELECT category, date FROM articles WHERE id = ?", [article_id]).fetchone()
+            category, date = self.conn.execute("SELECT category, date FROM articles WHERE id = ?", [article_id]).fetchone()
             self._index_near(article_id, category, date, _signed(draft.fingerprint))
         return True
 
@@ -578,17 +591,17 @@ class Store:
         the fullest body. Returns "content" (body/date changed), "sources" (only the list
         of sources grew) or None."""
         added = self._add_source(article_id, draft, match.key_kind, match.score, now)
-        date_s, text_len = self.db.execute("SELECT date, text_len FROM articles WHERE id = ?", [article_id]).fetchone()
+        date_s, text_len = self.conn.execute("SELECT date, text_len FROM articles WHERE id = ?", [article_id]).fetchone()
         earlier, fuller = merge_changes(from_iso(date_s), text_len, draft.date, draft.text_len)
         if earlier:
-            self.db.execute("UPDATE articles SET date = ?, date_note = ? WHERE id = ?",
+            self.conn.execute("UPDATE articles SET date = ?, date_note = ? WHERE id = ?",
                             [to_iso(draft.date), f"earliest of merged copies ({draft.source})", article_id])
         if fuller:
-            self.db.execute(
+            self.conn.execute(
                 "INSERT INTO article_versions (article_id, content_hash, replaced)"
                 " SELECT id, content_hash, ? FROM articles WHERE id = ?", [to_iso(now), article_id],
             )
-            self.db.execute(
+            self.conn.execute(
                 "UPDATE articles SET body_html = ?, summary = ?, image = coalesce(image, ?), text_len = ?,"
                 " content_hash = ?, updated = ? WHERE id = ?",
                 [draft.body_html, draft.summary, draft.image, draft.text_len, draft.content_hash, to_iso(now), article_id],
@@ -608,7 +621,7 @@ class Store:
 
         anchor = draft.date or now
         bands = [f"{draft.category}\x00{b}" for b in _bands(draft.fingerprint)]
-        rows = self.db.execute(
+        rows = self.conn.execute(
             f"SELECT DISTINCT article_id, simhash FROM near_keys WHERE band IN ({', '.join('?' * len(bands))})"
             " AND date BETWEEN ? AND ?",
             [*bands, to_iso(anchor - window), to_iso(anchor + window)],
@@ -620,7 +633,7 @@ class Store:
         if not scored:
             return []
         distance, article_id = scored[0]
-        source, content_hash = self.db.execute(
+        source, content_hash = self.conn.execute(
             "SELECT source, content_hash FROM articles WHERE id = ?", [article_id]
         ).fetchone()
         return [Match(article_id, source, content_hash, "n", score=round(1 - distance / 64, 4))]
@@ -629,7 +642,7 @@ class Store:
         keys = list(keys)
         if not keys:
             return []
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT k.key, a.id, a.source, a.content_hash FROM article_keys k LEFT JOIN articles a ON a.id = k.article_id"
             f" WHERE k.key IN ({', '.join('?' * len(keys))})",
             keys,
@@ -644,14 +657,14 @@ class Store:
     def _free_post_name(self, name: str) -> str:
         """Post names embed the uid so they cannot clash; this is the belt to those braces."""
         candidate, n = name, 1
-        while self.db.execute("SELECT 1 FROM articles WHERE post_name = ?", [candidate]).fetchone():
+        while self.conn.execute("SELECT 1 FROM articles WHERE post_name = ?", [candidate]).fetchone():
             n += 1
             stem, dot, ext = name.rpartition(".")
             candidate = f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
         return candidate
 
     def _select(self, where: str, params: Sequence = ()) -> list[StoredArticle]:
-        rows = self.db.execute(f"SELECT {_ARTICLE_COLUMNS} FROM articles {where}", list(params)).fetchall()
+        rows = self.conn.execute(f"SELECT {_ARTICLE_COLUMNS} FROM articles {where}", list(params)).fetchall()
         return self._with_sources([_article(r) for r in rows])
 
     def _with_sources(self, articles: list[StoredArticle]) -> list[StoredArticle]:
@@ -662,7 +675,7 @@ class Store:
         ids = [a.id for a in articles]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            for article_id, source, link in self.db.execute(
+            for article_id, source, link in self.conn.execute(
                 "SELECT article_id, source, link FROM article_sources"
                 f" WHERE article_id IN ({', '.join('?' * len(chunk))}) ORDER BY article_id, seen, rowid",
                 chunk,
@@ -674,14 +687,14 @@ class Store:
 
     def article_sources(self, article_id: int) -> list[dict]:
         """The merge log of one article, for ``aggregator explain``."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT source, guid, link, matched, score, seen FROM article_sources WHERE article_id = ?"
             " ORDER BY seen, rowid", [article_id],
         ).fetchall()
         return [dict(zip(("source", "guid", "link", "matched", "score", "seen"), r)) for r in rows]
 
     def article_versions(self, article_id: int) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self.db.execute(
+        return [tuple(r) for r in self.conn.execute(
             "SELECT content_hash, replaced FROM article_versions WHERE article_id = ? ORDER BY replaced, rowid",
             [article_id])]
 
@@ -707,14 +720,14 @@ class Store:
         return self._select("ORDER BY id")
 
     def article_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM articles").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM articles").fetchone()[0]
 
     def categories(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT category FROM articles ORDER BY category")]
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT category FROM articles ORDER BY category")]
 
     def newest_by_category(self, limit: int) -> dict[str, list[StoredArticle]]:
         """The newest ``limit`` articles of every category (date desc, id desc)."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             f"SELECT {_ARTICLE_COLUMNS} FROM (SELECT *, row_number() OVER"
             " (PARTITION BY category ORDER BY date DESC, id DESC) AS rn FROM articles)"
             " WHERE rn <= ? ORDER BY category, date DESC, id DESC",
@@ -728,12 +741,12 @@ class Store:
     def article_refs(self) -> list[ArticleRef]:
         """Every article without its body, for planning the published feeds (by id)."""
         merged: dict[int, list[str]] = {}
-        for article_id, source in self.db.execute(
+        for article_id, source in self.conn.execute(
             "SELECT article_id, source FROM article_sources ORDER BY article_id, seen, rowid"
         ):
             merged.setdefault(article_id, []).append(source)
         refs = []
-        for r in self.db.execute(
+        for r in self.conn.execute(
             "SELECT id, source, category, channel, title, author, date, updated, content_hash FROM articles ORDER BY id"
         ):
             names = merged.get(r[0], [])
@@ -754,13 +767,13 @@ class Store:
         keys = list(keys)
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            out.update((k, (src, h)) for k, src, h in self.db.execute(
+            out.update((k, (src, h)) for k, src, h in self.conn.execute(
                 "SELECT k.key, a.source, a.content_hash FROM article_keys k JOIN articles a ON a.id = k.article_id"
                 f" WHERE k.key IN ({', '.join('?' * len(chunk))})", chunk))
         return out
 
     def fulltext_note(self, article_id: int) -> str | None:
-        row = self.db.execute("SELECT fulltext FROM articles WHERE id = ?", [article_id]).fetchone()
+        row = self.conn.execute("SELECT fulltext FROM articles WHERE id = ?", [article_id]).fetchone()
         return row[0] if row else None
 
     PAGE_FIELDS = ("url", "fetched", "status", "final_url", "error", "html", "text", "method", "page_title",
@@ -772,7 +785,7 @@ class Store:
         urls = list(dict.fromkeys(urls))
         for i in range(0, len(urls), 500):
             chunk = urls[i : i + 500]
-            rows = self.db.execute(f"SELECT {', '.join(self.PAGE_FIELDS)} FROM pages WHERE fetched >= ? AND url IN"
+            rows = self.conn.execute(f"SELECT {', '.join(self.PAGE_FIELDS)} FROM pages WHERE fetched >= ? AND url IN"
                                    f" ({', '.join('?' * len(chunk))})", [to_iso(since), *chunk]).fetchall()
             out.update((r[0], dict(zip(self.PAGE_FIELDS, r))) for r in rows)
         return out
@@ -781,17 +794,17 @@ class Store:
         """Remember extracted pages (keys: PAGE_FIELDS) and forget those fetched before
         ``older_than`` (the cache only saves refetching a page seen recently)."""
         with self._write():
-            self.db.conn.executemany(
+            self.conn.executemany(
                 f"INSERT OR REPLACE INTO pages ({', '.join(self.PAGE_FIELDS)})"
                 f" VALUES ({', '.join('?' * len(self.PAGE_FIELDS))})",
                 [[p.get(f) for f in self.PAGE_FIELDS] for p in pages],
             )
-            self.db.execute("DELETE FROM pages WHERE fetched < ?", [to_iso(older_than)])
+            self.conn.execute("DELETE FROM pages WHERE fetched < ?", [to_iso(older_than)])
 
     def instance_health(self) -> list[tuple]:
         """Every RSSHub instance's record: (url, last_success, last_failure, failures,
         last_error, next_try), times as datetimes."""
-        rows = self.db.execute("SELECT url, last_success, last_failure, failures, last_error, next_try"
+        rows = self.conn.execute("SELECT url, last_success, last_failure, failures, last_error, next_try"
                                " FROM rsshub_instances ORDER BY url").fetchall()
         return [(u, from_iso(s) if s else None, from_iso(f) if f else None, n, e, from_iso(t) if t else None)
                 for u, s, f, n, e, t in rows]
@@ -802,7 +815,7 @@ class Store:
         if not records:
             return
         with self._write():
-            self.db.conn.executemany(
+            self.conn.executemany(
                 "INSERT OR REPLACE INTO rsshub_instances (url, last_success, last_failure, failures, last_error,"
                 " next_try) VALUES (?, ?, ?, ?, ?, ?)",
                 [(u, to_iso(s) if s else None, to_iso(f) if f else None, n, e, to_iso(t) if t else None)
@@ -811,17 +824,17 @@ class Store:
 
     def pending_posts(self) -> list[int]:
         """Articles whose post file is owed (committed, file not yet confirmed written)."""
-        return [r[0] for r in self.db.execute("SELECT article_id FROM pending_posts ORDER BY article_id")]
+        return [r[0] for r in self.conn.execute("SELECT article_id FROM pending_posts ORDER BY article_id")]
 
     def posts_written(self, ids: Sequence[int]) -> None:
         """The post files of ``ids`` are on disk: no longer owed."""
         if ids:
             with self._write():
-                self.db.conn.executemany("DELETE FROM pending_posts WHERE article_id = ?", [(i,) for i in ids])
+                self.conn.executemany("DELETE FROM pending_posts WHERE article_id = ?", [(i,) for i in ids])
 
     def post_names(self) -> dict[int, str]:
         """id -> post file name of every article (what ``publish`` checks the folder against)."""
-        return dict(self.db.execute("SELECT id, post_name FROM articles ORDER BY id").fetchall())
+        return dict(self.conn.execute("SELECT id, post_name FROM articles ORDER BY id").fetchall())
 
     def article_bodies(self, ids: Sequence[int]) -> dict[int, str]:
         """id -> cleaned body HTML (the text filters of [[feeds]] search it)."""
@@ -829,7 +842,7 @@ class Store:
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            out.update(self.db.execute(f"SELECT id, body_html FROM articles WHERE id IN ({marks})", chunk).fetchall())
+            out.update(self.conn.execute(f"SELECT id, body_html FROM articles WHERE id IN ({marks})", chunk).fetchall())
         return out
 
     # -- daemon state, published outputs, statistics ------------------------------------
@@ -838,14 +851,14 @@ class Store:
         """Remember small facts (last cycle time, publish duration) across processes."""
         with self._write():
             for key, value in values.items():
-                self.db.execute(
+                self.conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?)"
                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     [key, None if value is None else str(value)],
                 )
 
     def meta(self) -> dict[str, str]:
-        return {k: v for k, v in self.db.execute("SELECT key, value FROM meta") if v is not None}
+        return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta") if v is not None}
 
     def outputs(self) -> dict[str, OutputState]:
         """Every output page published (or refused) so far, by path stem."""
@@ -855,7 +868,7 @@ class Store:
                 published=from_iso(r[4]) if r[4] else None, error=r[5],
                 error_at=from_iso(r[6]) if r[6] else None,
             )
-            for r in self.db.execute(
+            for r in self.conn.execute(
                 "SELECT path, signature, items, updated, published, error, error_at FROM outputs ORDER BY path"
             )
         }
@@ -867,7 +880,7 @@ class Store:
         tried again), pages that no longer exist."""
         with self._write():
             for o in done:
-                self.db.execute(
+                self.conn.execute(
                     "INSERT INTO outputs (path, signature, items, updated, published, error, error_at)"
                     " VALUES (?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT(path) DO UPDATE SET"
                     " signature = excluded.signature, items = excluded.items, updated = excluded.updated,"
@@ -875,14 +888,14 @@ class Store:
                     [o.path, o.signature, o.items, to_iso(o.updated) if o.updated else None, to_iso(now)],
                 )
             for path, message in failed:
-                self.db.execute(
+                self.conn.execute(
                     "INSERT INTO outputs (path, error, error_at) VALUES (?, ?, ?)"
                     " ON CONFLICT(path) DO UPDATE SET error = excluded.error, error_at = excluded.error_at,"
                     " signature = NULL",
                     [path, message, to_iso(now)],
                 )
             for path in gone:
-                self.db.execute("DELETE FROM outputs WHERE path = ?", [path])
+                self.conn.execute("DELETE FROM outputs WHERE path = ?", [path])
 
     def stats(self, now: datetime) -> Stats:
         """Everything ``/metrics``, ``/healthz`` and ``status`` report, read in one go."""
@@ -892,21 +905,21 @@ class Store:
                 last_success=from_iso(r[4]) if r[4] else None, last_attempt=from_iso(r[5]) if r[5] else None,
                 next_poll=from_iso(r[6]) if r[6] else None, last_error=r[7], articles=r[8],
             )
-            for r in self.db.execute(
+            for r in self.conn.execute(
                 "SELECT name, state, polls_total, errors_total, last_success, last_attempt, next_poll, last_error,"
                 " (SELECT count(*) FROM articles a WHERE a.source = s.name) FROM sources s ORDER BY name"
             )
         )
         by_category = tuple(
-            (r[0], r[1]) for r in self.db.execute("SELECT category, count(*) FROM articles GROUP BY category ORDER BY category")
+            (r[0], r[1]) for r in self.conn.execute("SELECT category, count(*) FROM articles GROUP BY category ORDER BY category")
         )
-        recent = self.db.execute(
+        recent = self.conn.execute(
             "SELECT count(*) FROM articles WHERE first_seen >= ?", [to_iso(now - timedelta(hours=24))]
         ).fetchone()[0]
         errors = tuple(
-            (r[0], r[1]) for r in self.db.execute("SELECT path, error FROM outputs WHERE error IS NOT NULL ORDER BY path")
+            (r[0], r[1]) for r in self.conn.execute("SELECT path, error FROM outputs WHERE error IS NOT NULL ORDER BY path")
         )
-        pages = self.db.execute("SELECT count(*) FROM outputs WHERE signature IS NOT NULL").fetchone()[0]
+        pages = self.conn.execute("SELECT count(*) FROM outputs WHERE signature IS NOT NULL").fetchone()[0]
         meta = self.meta()
 
         def when(key: str) -> datetime | None:

@@ -686,6 +686,24 @@ def test_https_uses_the_host_name_for_sni_and_verification(tls_files):
     assert seen_sni[0] == "feed.example"
 
 
+def test_the_default_context_is_built_on_first_tls_use_and_really_verifies(tls_files, server):
+    """Without an ssl_context the fetcher uses httpx's certifi bundle, built only when a
+    TLS connection is opened (a warm cycle of http:// sources never pays for loading it);
+    built, it verifies: our test CA is not in certifi, so the handshake is refused."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tls_files / "leaf.pem", tls_files / "leaf.key")
+    server.add("/plain.xml", RSS)
+    with FeedServer(ssl_context=server_ctx) as srv:
+        srv.add("/feed.xml", RSS)
+        resolve = resolver({"feed.example": ["127.0.0.1"]})
+        with Fetcher(limits(), resolver=resolve) as f:
+            assert f.fetch(server.url("/plain.xml")).body == RSS
+            assert f._ssl_context._context is None  # no TLS yet: no CA bundle loaded
+            with pytest.raises(NetworkError, match="(?i)certificate"):
+                f.fetch(srv.url("/feed.xml", host="feed.example"))
+            assert isinstance(f._ssl_context._context, ssl.SSLContext)
+
+
 # --- state and secrets ---------------------------------------------------------------------
 
 
