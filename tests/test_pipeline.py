@@ -144,7 +144,7 @@ def test_a_story_carried_by_many_sources_is_written_once_per_cycle_not_once_per_
     mirrors = 6
     sources = []
     for i in range(mirrors):
-        item = _rss([(1, "Shared story", "<p>Wire copy.</p>" if i else "<p>Wire copy, the full one.</p>")])
+        item = _rss([(1, "Shared story", "<p>Wire copy.</p>")])  # the same text: each copy only adds its source
         server.add(f"/m{i}.xml", item.replace(b"id-1", f"m{i}-1".encode()))
         sources.append({"name": f"M{i}", "url": server.url(f"/m{i}.xml"), "category": "news"})
     cfg, cycle = _poll(tmp_path, sources)
