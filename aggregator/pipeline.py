@@ -32,14 +32,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError, PublishError
 from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
+from .rsshub import is_route
 from .schedule import Outcome, describe, next_poll
 from .store import SourceState, Store, to_iso
-from .rsshub import is_route
-from .work import Processed, make_pool, process_feed
+
+if TYPE_CHECKING:  # the worker pool is imported on first parse: a warm (304) cycle never needs it
+    from .work import Processed
 
 log = logging.getLogger("aggregator")
 
@@ -123,10 +126,14 @@ class Pipeline:
         """The worker processes (parse + normalize + clean, and large publishes)."""
         with self._pool_lock:
             if self._pool is None:
+                from .work import make_pool
+
                 self._pool = make_pool()
             return self._pool
 
     def _submit(self, body: bytes, headers, url: str, source: Source) -> Future:
+        from .work import process_feed
+
         return self._workers().submit(process_feed, body, headers, url, source, self.clock(), self.config.future_skew,
                                       self.config.iframe_hosts)
 
@@ -356,6 +363,8 @@ class Pipeline:
         return cycle
 
     def _parsed(self, src: Source, future: Future) -> Processed:
+        from .work import Processed
+
         try:
             return future.result(timeout=PARSE_TIMEOUT)
         except FutureTimeout:
@@ -621,6 +630,8 @@ class Pipeline:
         (issue 3). ``served_by``: the RSSHub instance that answered a route."""
         with Store(self.config.db_path) as store:
             state = store.source_state(source.name)
+            from .work import process_feed
+
             processed = process_feed(fetched.body, fetched.headers, fetched.final_url, source, self.clock(),
                                      self.config.future_skew, self.config.iframe_hosts)
             todo = self._fulltext_todo(store, source, processed)

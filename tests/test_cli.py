@@ -197,7 +197,7 @@ def test_poll_due_include_gone_and_update_moved(config, server):
 def test_a_warm_poll_imports_no_parser_or_html_stack(tmp_path, server):
     """Start-up is most of a cycle where every source answers 304 (issue 8): a warm poll
     process must not import feedparser, lxml, bs4, trafilatura, sqlite-utils (only the schema
-    needs it) or our parse stage, even
+    needs it), the worker pool or our parse stage, even
     with full-text and RSSHub sources configured."""
     server.add("/t.xml", RSS)
     path = write_config(tmp_path / "config.toml", [
@@ -212,7 +212,8 @@ def test_a_warm_poll_imports_no_parser_or_html_stack(tmp_path, server):
         f"    main(['--config', {str(path)!r}, 'poll'])\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        "heavy = ('feedparser', 'lxml', 'bs4', 'trafilatura', 'sqlite_utils', 'aggregator.parse', 'aggregator.fulltext')\n"
+        "heavy = ('feedparser', 'lxml', 'bs4', 'trafilatura', 'sqlite_utils',"
+        " 'aggregator.parse', 'aggregator.fulltext', 'aggregator.work')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
