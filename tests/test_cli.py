@@ -222,3 +222,19 @@ def test_a_warm_poll_imports_no_parser_or_html_stack(tmp_path, server):
     assert out.returncode == 0, out.stderr
     assert "2 sources, 0 failed; 0 new" in out.stdout, out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_add_source_writes_fulltext_settings_and_refuses_a_bad_selector(config):
+    out = run(config, "add-source", "https://example.org/feed.xml", "--name", "Ex", "--category", "tech",
+              "--fulltext", "auto", "--content-selector", "article .body", "--no-check", check=0)
+    assert "Added 'Ex'" in out.stdout
+    from aggregator.config import load_config
+
+    (source,) = load_config(config).sources
+    assert source.fulltext.mode == "auto" and source.fulltext.content_selector == "article .body"
+    bad = run(config, "add-source", "https://example.org/other.xml", "--name", "Bad", "--category", "tech",
+              "--fulltext", "always", "--content-selector", "div[[[", "--no-check", check=2)
+    assert "invalid CSS selector" in bad.stderr and "Bad" not in config.read_text(encoding="utf-8")
+    nofull = run(config, "add-source", "https://example.org/third.xml", "--name", "Third", "--category", "tech",
+                 "--content-selector", "#main", "--no-check", check=2)
+    assert 'need fulltext = "always" or "auto"' in nofull.stderr
