@@ -293,3 +293,13 @@ def test_real_wechat_style_feeds_get_every_item_fetched_and_a_wrong_page_is_refu
     assert all(note and note.startswith("does not match") for note in notes), notes
     fetched = [r.path for r in server.requests if r.path.startswith("/wx/")]
     assert len(fetched) == len(set(fetched)) == len(links)
+
+
+def test_items_of_one_feed_sharing_a_link_fetch_it_once(tmp_path, site):
+    name = "news-en.html"
+    link, title, summary = site.url(f"/a/{name}"), title_of(name), summary_of(name)
+    site.add("/feed.xml", rss([("one", title, link, summary), ("two", title + " (update)", link, summary)]))
+    cfg_path = write_config(tmp_path / "config.toml", [
+        {"name": "Short", "url": site.url("/feed.xml"), "category": "news", "fulltext": "auto"}])
+    poll(cfg_path)
+    assert page_requests(site) == [f"/a/{name}"]
