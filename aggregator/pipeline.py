@@ -278,7 +278,8 @@ class Pipeline:
                         result = self._apply(store, state, item.source, item.fetched, processed,
                                              served_by=served[item.source.name])
                     except BaseException:
-                        pending.remove(item)
+                        if item in pending:
+                            pending.remove(item)
                         slots.release()
                         raise
                     slots.release()
