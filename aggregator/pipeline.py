@@ -19,6 +19,7 @@ output (``publish``). The clock is read in one place (``utcnow``) and passed dow
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -753,7 +754,9 @@ class Pipeline:
         changed = sum(1 for j in plan.jobs if force or getattr(previous.get(j.key), "signature", None) != j.signature)
         executor = self._workers() if changed >= PARALLEL_PAGES else None
         with self.publish_lock:
-            result = publish_site(self.config.output_dir, plan, site, previous=previous, load=store.articles_by_id,
+            # feeds never show an article's merge list (posts do): not loaded, not pickled
+            load = functools.partial(store.articles_by_id, sources=False)
+            result = publish_site(self.config.output_dir, plan, site, previous=previous, load=load,
                                   force=force, executor=executor, workers=os.cpu_count() or 1)
         now = self.clock()
         store.record_outputs(result.done, result.failed, result.gone, now)
