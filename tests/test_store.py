@@ -246,6 +246,9 @@ def test_a_shorter_later_copy_only_adds_its_source(store):
     assert not r.updated and list(r.merged) == [first.id]
     (after,) = store.articles_by_id(r.merged)
     assert after.body_html == first.body_html and after.date == first.date
+    assert [name for name, _ in after.sources] == ["A", "B"]
+    (bare,) = store.articles_by_id(r.merged, sources=False)  # what publishing loads
+    assert bare.sources == () and bare.body_html == after.body_html
     again = apply(store, [draft(B, "b1", body="<p>Short.</p>", link="https://x.example/s", date=T0 + timedelta(hours=1))])
     assert not again.merged and again.duplicates == 1  # the same copy twice: nothing to do
     log = store.article_sources(first.id)
