@@ -203,6 +203,7 @@ def list_sources(ctx, as_json):
     Example:
       aggregator list-sources --json | jq '.[] | select(.state == "failing")'
     """
+    from .rsshub import is_route
     from .store import Store, to_iso
 
     config = _config(ctx)
@@ -234,7 +235,7 @@ def list_sources(ctx, as_json):
                 "next_poll": to_iso(st.next_poll) if st and st.next_poll else None,
                 "moved_to": st.moved_to if st else None,
                 **({"served_by": st.served_by if st else None, "rsshub_instances": instances}
-                   if s.url.lower().startswith("rsshub://") else {}),
+                   if is_route(s.url) else {}),
             }
         )
     if as_json:

@@ -130,15 +130,19 @@ def test_pages() -> tuple[list[Page], dict]:
     return pages, truth
 
 
+def parsed_feeds(folder: Path):
+    """(path, feedparser result) for every feed in ``folder`` the parser can read."""
+    for path in sorted(folder.iterdir()):
+        try:
+            yield path, feedparser.parse(io.BytesIO(path.read_bytes()))
+        except Exception as e:  # noqa: BLE001 - a feed the parser chokes on is just not used
+            print(f"skipped {path.name}: {e!r}", file=sys.stderr)
+
+
 def corpus_items(folder: Path, per_script: int) -> list[tuple[str, str]]:
     """(label, item HTML): long items, round-robin over the feeds, CJK and others apart."""
     by_feed: dict[str, list[str]] = {}
-    for path in sorted(folder.iterdir()):
-        try:
-            parsed = feedparser.parse(io.BytesIO(path.read_bytes()))
-        except Exception as e:  # noqa: BLE001 - a feed the parser chokes on is just not used
-            print(f"skipped {path.name}: {e!r}", file=sys.stderr)
-            continue
+    for path, parsed in parsed_feeds(folder):
         for entry in parsed.entries:
             content = (entry.get("content") or [{}])[0].get("value") or entry.get("summary") or ""
             if len(html_to_text(content)) >= 1500 and len(item_blocks(content)) >= 4:
@@ -232,12 +236,7 @@ def matching(folder: Path) -> None:
     matches the text of another item of the same feed (a wrong block or page of the same
     site: the hardest case)."""
     feeds = []
-    for path in sorted(folder.iterdir()):
-        try:
-            parsed = feedparser.parse(io.BytesIO(path.read_bytes()))
-        except Exception as e:  # noqa: BLE001 - a feed the parser chokes on is just not used
-            print(f"skipped {path.name}: {e!r}", file=sys.stderr)
-            continue
+    for path, parsed in parsed_feeds(folder):
         items = []
         for entry in parsed.entries:
             content = html_to_text((entry.get("content") or [{}])[0].get("value") or "")
