@@ -1,4 +1,4 @@
-"""Fast parse path: well-formed, ordinary RSS 2.0 / 0.91 / 0.92 and Atom 1.0 -> ParsedFeed.
+"""Fast parse path: well-formed RSS 0.90 / 0.91 / 0.92 / 1.0 / 2.0 and Atom 0.3 / 1.0 -> ParsedFeed.
 
 Owns: reading an already decoded and vetted document (``parse.parse_feed`` has refused DTD
 entities and HTML pages and defused bad character references) with lxml, and reproducing,
@@ -6,12 +6,16 @@ for the fields ``parse._to_parsed_feed`` reads, exactly the result feedparser's 
 parser would produce; then the same mapping as the feedparser path, so both paths give
 equal ``ParsedFeed`` values.
 Must not: guess. Anything outside a conservative envelope returns None ("not sure: use
-feedparser"): not well-formed XML (or any libxml2 complaint), any DOCTYPE, an XML declaration
-left in the text, a root other than <rss> (version 2.0, 0.91, 0.92 or none: feedparser's
-``_start_rss`` treats them alike) or Atom 1.0 <feed>, RSS 1.0/0.90 namespaces, SVG/MathML/xlink,
-markup inside a text construct other than Atom type="xhtml", base64 or Atom 0.3 "mode" content,
-namespace prefixes bound to more than one URI, and every element feedparser has a handler for
-that this module does not reproduce (GeoRSS, Podlove chapters, creativeCommons, ...).
+feedparser"): not well-formed XML (or any libxml2 complaint, e.g. an entity a DOCTYPE might
+define), a DOCTYPE that feedparser's ``replace_doctype`` would not remove cleanly, an XML
+declaration left in the text, a root other than <rss> (version 2.0, 0.91, 0.92 or none:
+feedparser's ``_start_rss`` treats them alike), Atom 1.0 or 0.3 <feed> or <rdf:RDF>, a version
+other than those (an RDF document without the RSS 0.90/1.0 namespace has none),
+SVG/MathML/xlink, markup inside XML content other than XHTML, elements inside XHTML content
+whose end feedparser still handles (HTML5 <source>, <title>, ...), base64 content (by type
+or Atom 0.3 mode), namespace prefixes bound to more than one URI, and every element
+feedparser has a handler for that this module does not reproduce (GML, GeoRSS <where>,
+creativeCommons, ...).
 Also no I/O and no clock (the rules of ``parse`` apply unchanged).
 
 Why a re-implementation rather than driving feedparser's handlers from lxml: the cost of a
@@ -44,6 +48,13 @@ from feedparser.api import StrictFeedParser
 from feedparser.datetimes import _parse_date
 from feedparser.html import _cp1252
 from feedparser.mixin import _FeedParserMixin
+from feedparser.namespaces.georss import (
+    _parse_georss_box,
+    _parse_georss_line,
+    _parse_georss_point,
+    _parse_georss_polygon,
+)
+from feedparser.sanitizer import replace_doctype
 from feedparser.urls import _urljoin, make_safe_absolute_uri
 from feedparser.util import FeedParserDict
 from lxml import etree
@@ -52,21 +63,33 @@ from aggregator import parse as _parse
 from aggregator.models import ParsedFeed
 
 _ATOM_NS = "http://www.w3.org/2005/Atom"
-_XHTML_NS = "http://www.w3.org/1999/xhtml"
+_ATOM03_NS = "http://purl.org/atom/ns#"
+_RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_RSS090_NS = "http://my.netscape.com/rdf/simple/0.9/"
+_RSS10_NS = "http://purl.org/rss/1.0/"
+# UserLand's RSS 2.0 namespaces (".../rss2"), which feedparser reads as no namespace at all.
+_USERLAND = "backend.userland.com/rss"
+_USERLAND_NS = "http://backend.userland.com/rss"
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+_XHTML_TYPE = "application/xhtml+xml"
 _RSS_VERSIONS = {"2.0": "rss20", "0.91": "rss091u", "0.92": "rss092", None: "rss"}
-_ACCEPTED_VERSIONS = frozenset(_RSS_VERSIONS.values()) | {"atom10"}
+# The document elements read here: RSS 0.9x/2.0, Atom 1.0 and 0.3, and RDF (RSS 0.90/1.0,
+# whose version feedparser takes from the namespace declarations, see track_namespace).
+_ROOTS = frozenset({f"{{{_ATOM_NS}}}feed", f"{{{_ATOM03_NS}}}feed", f"{{{_RDF_NS}}}RDF"})
+_ACCEPTED_VERSIONS = frozenset(_RSS_VERSIONS.values()) | {"atom10", "atom03", "rss10", "rss090"}
 # feedparser's namespace table (lower-cased URI -> its canonical prefix).
 _MATCH_NS = {uri.lower(): prefix for uri, prefix in _FeedParserMixin.namespaces.items()}
-# URIs whose declaration changes feedparser's version or attribute handling: RSS 0.90/1.0
-# set the version before <rss> is seen; xlink adds an xmlns attribute to the next element;
-# SVG/MathML switch its serializer into another mode.
-_REFUSED_NS = frozenset({"http://my.netscape.com/rdf/simple/0.9/", "http://purl.org/rss/1.0/",
-                         "http://www.w3.org/1999/xlink", "http://www.w3.org/2000/svg",
+# URIs whose declaration changes feedparser's attribute handling: xlink adds an xmlns
+# attribute to the next element; SVG/MathML switch its serializer into another mode.
+_REFUSED_NS = frozenset({"http://www.w3.org/1999/xlink", "http://www.w3.org/2000/svg",
                          "http://www.w3.org/1998/math/mathml"})
 _FP_HANDLERS = frozenset(n for n in dir(StrictFeedParser) if n.startswith(("_start_", "_end_")))
-# FeedParserDict renames these keys on assignment, and reads these specially.
+# FeedParserDict renames these keys on assignment, and reads these specially: an unknown
+# element of one of these names is refused, except RSS 1.0's <items> (its rdf:Seq of item
+# URIs), which lands under "entries" of the feed dict, a key no field reads (the entries
+# are the parser's own list).
 _KEYMAP = FeedParserDict.keymap
-_SPECIAL_KEYS = frozenset(_KEYMAP) | {"category", "enclosures", "license"}
+_SPECIAL_KEYS = (frozenset(_KEYMAP) | {"category", "enclosures", "license"}) - {"items"}
 _CAN_BE_RELATIVE_URI = _FeedParserMixin.can_be_relative_uri
 _HTML_TYPES = _FeedParserMixin.html_types
 _looks_like_html = _FeedParserMixin.looks_like_html
@@ -75,8 +98,17 @@ _strattrs = _FeedParserMixin.strattrs
 _QUERY_ENTITY = re.compile("&([A-Za-z0-9_]+);")
 _C1 = re.compile("[\x80-\x9f]")
 _XML_DECL = re.compile(r"<\?xml[\s?]", re.IGNORECASE)
+# replace_doctype's split at the first element (br"<\w": ASCII on bytes) and convert_to_utf8's
+# declaration, which feedparser writes in front of the document it parses.
+_FIRST_TAG = re.compile(r"<[A-Za-z0-9_]")
+_FP_DECLARATION = "<?xml version='1.0' encoding='utf-8'?>\n"
+_PLAIN_PROLOG = re.compile(r"(?:\s+|<\?[^<>]*\?>|<!--[^<>]*-->|<!DOCTYPE[^<>\[]*>)*<[A-Za-z0-9_]")
 _PARSER = etree.XMLParser(recover=False, resolve_entities=False, no_network=True, load_dtd=False,
                           dtd_validation=False, huge_tree=False, remove_comments=False)
+
+
+# What _Walker.start did with an element, for _Walker.end.
+_HANDLED, _SERIALIZED, _SKIPPED = 0, 1, 2
 
 
 class _Unsupported(Exception):
@@ -111,13 +143,14 @@ def _read(text: str):
     if _XML_DECL.search(text[:2048]):
         return None  # a declaration that was not at the start: feedparser's handling differs
     root = etree.fromstring(text.encode("utf-8"), _PARSER)
-    if len(_PARSER.error_log) or root.getroottree().docinfo.doctype:
-        return None  # a DOCTYPE changes feedparser's version detection (RSS 0.91 Netscape)
-    if root.tag == "rss":
+    if len(_PARSER.error_log):
+        return None
+    if root.tag == "rss" or (root.tag.endswith("}rss") and _USERLAND in root.tag.lower()):
         if root.get("version") not in _RSS_VERSIONS:
             return None
-    elif root.tag != f"{{{_ATOM_NS}}}feed":
+    elif root.tag not in _ROOTS:
         return None
+    doctype_version = _doctype_version(text, bool(root.getroottree().docinfo.doctype))
     walker = _Walker()
     # Looking up each element's bindings (lxml's nsmap) costs as much as the rest of the
     # walk; when "xmlns" occurs in the text only as often as the root declares namespaces,
@@ -129,7 +162,30 @@ def _read(text: str):
     walker.walk(root, sys.getrecursionlimit() - 100, {} if nested_ns else None)
     if walker.version not in _ACCEPTED_VERSIONS:
         return None
-    return walker.version, walker.feeddata, walker.entries
+    # feedparser.parse: the DOCTYPE's version, else the one its parser settled on.
+    return doctype_version or walker.version, walker.feeddata, walker.entries
+
+
+def _doctype_version(text: str, has_doctype: bool) -> str | None:
+    """feedparser's ``replace_doctype``, which runs before its XML parser: it removes a
+    DOCTYPE found at a line start before the first element (its regexes, on feedparser's
+    own bytes: its declaration, a newline, then ``text``) and reports "rss091n" when the
+    DOCTYPE names Netscape. Accepted only when the prolog before the document element is
+    plain (whitespace, processing instructions and comments without markup characters
+    inside, at most one DOCTYPE without internal subset), so that what the regexes find is
+    the DOCTYPE lxml saw and expat then parses the document without one."""
+    first = _FIRST_TAG.search(text)
+    head = text[:first.end()] if first else text
+    if "<!DOCTYPE" not in head:
+        if has_doctype:
+            raise _Unsupported("DOCTYPE after markup-like text")
+        return None
+    if not (has_doctype and _PLAIN_PROLOG.fullmatch(head) and head.count("<!DOCTYPE") == 1):
+        raise _Unsupported("DOCTYPE in an unusual prolog")
+    version, stripped, _ = replace_doctype((_FP_DECLARATION + head).encode("utf-8"))
+    if b"<!DOCTYPE" in stripped:
+        raise _Unsupported("DOCTYPE that feedparser's parser sees")
+    return version
 
 
 @functools.lru_cache(maxsize=256)
@@ -181,6 +237,7 @@ class _Walker:
         self.baseuri = ""  # no Content-Location is passed to feedparser (see parse.parse_feed)
         self.basestack: list[str] = []
         self._dispatch_cache: dict = {}
+        self.psc_chapters_flag = False
 
     # --- driving: lxml tree -> SAX-like events ----------------------------------------
 
@@ -195,7 +252,7 @@ class _Walker:
             for prefix, uri in ns.items():
                 if parent_ns.get(prefix) != uri:
                     self.track_namespace(prefix, uri)
-        serialized = self.start(el)
+        kind = self.start(el)
         if el.text:
             self.handle_data(el.text)
         for child in el:
@@ -205,7 +262,7 @@ class _Walker:
                 raise _Unsupported("entity reference node")
             if child.tail:
                 self.handle_data(child.tail)
-        self.end(el, serialized)
+        self.end(el, kind)
 
     def track_namespace(self, prefix, uri: str) -> None:
         """_FeedParserMixin.track_namespace, for declarations whose effect does not depend on
@@ -217,12 +274,19 @@ class _Walker:
             return
         self._dispatch_cache.clear()
         loweruri = uri.lower()
-        if loweruri in _REFUSED_NS or "backend.userland.com/rss" in loweruri:
+        if loweruri in _REFUSED_NS:
             raise _Unsupported(f"namespace {uri}")
         if prefix is not None and self.bound.setdefault(prefix, uri) != uri:
             raise _Unsupported(f"prefix {prefix} rebound")
-        if not self.version and loweruri == _ATOM_NS.lower():
-            self.version = "atom10"
+        if not self.version:  # the first of these declarations (in document order) decides
+            if prefix is None and loweruri == _RSS090_NS:
+                self.version = "rss090"
+            elif loweruri == _RSS10_NS:
+                self.version = "rss10"
+            elif loweruri == _ATOM_NS.lower():
+                self.version = "atom10"
+        if _USERLAND in loweruri:  # "match any backend.userland.com namespace"
+            uri = loweruri = _USERLAND_NS
         known = loweruri in _MATCH_NS
         key = _MATCH_NS[loweruri] if known else (prefix or "")
         if key:
@@ -241,6 +305,8 @@ class _Walker:
             return qname.lower()
         namespace, localname = qname[1:].split("}", 1)
         lowernamespace = namespace.lower()
+        if _USERLAND in lowernamespace:
+            namespace = lowernamespace = _USERLAND_NS
         prefix = _MATCH_NS.get(lowernamespace)
         localname = localname.lower()
         if prefix:
@@ -251,37 +317,43 @@ class _Walker:
                     return name + ":" + localname
         return localname
 
-    @staticmethod
-    def _attrs(el) -> list[tuple[str, str]]:
-        """startElementNS's attribute dict, then _normalize_attributes."""
+    def _attrs(self, el) -> list[tuple[str, str]]:
+        """startElementNS's attribute dict, then _normalize_attributes. Its two passes, in
+        document order: each name under feedparser's canonical prefix of its namespace
+        ("rdf:about"; no prefix for an unknown namespace), then each under its qualified name
+        as expat reports it with namespace_prefixes on ("r:about", the document's prefix);
+        a later key of equal lower-cased name overwrites an earlier one."""
+        items = el.attrib.items()
         attrs_d: dict = {}
-        locals_seen: set[str] = set()
-        qnames: list[tuple[str, str]] = []
-        for key, value in el.attrib.items():
+        for key, value in items:
             if key[0] == "{":
                 namespace, local = key[1:].split("}", 1)
                 prefix = _MATCH_NS.get(namespace.lower(), "")
-                attrs_d[(prefix + ":" + local if prefix else local).lower()] = value
-                qnames.append((local, value))  # expat's qname without prefixes: the local name
-            else:
-                local = key
-                attrs_d[key.lower()] = value
-            if local.lower() in locals_seen:
-                # Two attributes with one local name: SAX's getValueByQName picks the first,
-                # a case this port does not reproduce.
-                raise _Unsupported("attributes sharing a local name")
-            locals_seen.add(local.lower())
-        for local, value in qnames:
-            attrs_d[local.lower()] = value
+                key = prefix + ":" + local if prefix else local
+            attrs_d[key.lower()] = value
+        for key, value in items:
+            if key[0] == "{":
+                namespace, local = key[1:].split("}", 1)
+                key = self._attribute_prefix(namespace) + ":" + local
+            attrs_d[key.lower()] = value
         return [(k, v.lower() if k in ("rel", "type") else v) for k, v in attrs_d.items()]
 
-    def start(self, el) -> bool:
-        """unknown_starttag; True when the element was serialized into XHTML content."""
+    def _attribute_prefix(self, uri: str) -> str:
+        """The prefix a namespaced attribute was written with (lxml keeps only the URI): the
+        one prefix the document binds to that URI; two of them are refused as ambiguous."""
+        if uri == _XML_NS:
+            return "xml"
+        prefixes = [prefix for prefix, bound in self.bound.items() if bound == uri]
+        if len(prefixes) != 1:
+            raise _Unsupported(f"attribute of {uri}, bound to {len(prefixes)} prefixes")
+        return prefixes[0]
+
+    def start(self, el) -> int:
+        """unknown_starttag; _SERIALIZED when the element was written into XHTML content,
+        _SKIPPED for feedparser's TypePad rule (see below), else _HANDLED."""
         self.depth += 1
         attrs = self._attrs(el) if el.attrib else []
         attrs_d = dict(attrs)
-        if "mode" in attrs_d:
-            raise _Unsupported("Atom 0.3 content mode")
         # xml:base (or a bare "base" attribute, as feedparser reads it): only made absolute
         # once a base is known, and kept on the stack for the element's scope.
         attr_base = attrs_d.get("xml:base", attrs_d.get("base"))
@@ -290,25 +362,37 @@ class _Walker:
         self.basestack.append(self.baseuri)
         tag, prefix, suffix, start, _ = self._dispatch(el.tag)
         if self.incontent:
-            if self.contentparams.get("type") != "application/xhtml+xml":
-                raise _Unsupported("markup inside a text construct")
-            if not (tag.startswith("xhtml:") and tag not in ("xhtml:body", "xhtml:svg", "xhtml:math")):
-                raise _Unsupported("non-XHTML element inside XHTML content")
-            self.handle_data(f"<{tag[6:]}{_strattrs(attrs)}>", escape=False)
-            return True
+            kind = self.contentparams.get("type")
+            if kind != _XHTML_TYPE:
+                if not kind or kind.endswith("xml"):
+                    raise _Unsupported("markup inside XML content")
+                # "typepad does this 10/2007": a <div> inside escaped or plain text content
+                # (Blogger's Atom 0.3 <info mode="xml" type="text/html">) is skipped, its text
+                # kept; any other element makes feedparser re-type the content as XHTML ("it
+                # declared itself as escaped markup, but it isn't really") and serialize it.
+                if tag in ("xhtml:div", "div"):
+                    return _SKIPPED
+                self.contentparams["type"] = _XHTML_TYPE
+            local = tag.split(":", 1)[-1]
+            # feedparser still calls the end handler of a serialized element (e.g. _end_title,
+            # _end_source for HTML5 <source>); SVG and MathML switch its serializer's mode.
+            if local in ("svg", "math") or "_end_" + prefix + suffix in _FP_HANDLERS:
+                raise _Unsupported(f"{tag} inside XHTML content")
+            self.handle_data(f"<{local}{_strattrs(attrs)}>", escape=False)
+            return _SERIALIZED
         if not prefix and tag not in ("title", "link", "description", "name"):
             self.intextinput = 0
         if not prefix and tag not in ("title", "link", "description", "url", "href", "width", "height"):
             self.inimage = 0
         if start is not None:
             start(self, attrs_d)
-            return False
+            return _HANDLED
         unknown_tag = prefix + suffix
         if not attrs_d:
             self.push(unknown_tag, 1)
         else:
             _set(self._get_context(), unknown_tag, attrs_d)
-        return False
+        return _HANDLED
 
     def _dispatch(self, qname: str):
         """(feedparser's tag, mapped prefix + "_", suffix, start handler, end handler) for an
@@ -331,9 +415,9 @@ class _Walker:
             found = self._dispatch_cache[qname] = (tag, prefix, suffix, handlers[0], handlers[1])
         return found
 
-    def end(self, el, serialized: bool) -> None:
+    def end(self, el, kind: int) -> None:
         """unknown_endtag."""
-        if serialized:  # no feedparser handler for xhtml_* but xhtml_body (refused above)
+        if kind == _SERIALIZED:  # its end handler does not exist, and pop() finds another name
             self.handle_data(f"</{etree.QName(el).localname.lower()}>", escape=False)
         else:
             tag, prefix, suffix, _, end = self._dispatch(el.tag)
@@ -341,9 +425,14 @@ class _Walker:
                 end(self)
             else:
                 self.pop(prefix + suffix)
-            if self.incontent and self.contentparams.get("type") != "application/xhtml+xml":
-                raise _Unsupported("markup inside a text construct")
             if self.incontent:
+                content_type = self.contentparams.get("type", "xml")
+                if kind == _SKIPPED and not content_type.endswith("xml"):
+                    # feedparser returns here, before its scope bookkeeping: the div's base
+                    # stays on the stack and the depth one higher for the rest of the document.
+                    return
+                if content_type != _XHTML_TYPE:
+                    raise _Unsupported("markup inside a text construct")
                 self.handle_data(f"</{tag.split(':')[-1]}>", escape=False)
         # feedparser restores the enclosing base only when that one is not empty.
         if self.basestack:
@@ -358,7 +447,7 @@ class _Walker:
     def handle_data(self, text: str, escape: bool = True) -> None:
         if not self.elementstack:
             return
-        if escape and self.contentparams.get("type") == "application/xhtml+xml":
+        if escape and self.contentparams.get("type") == _XHTML_TYPE:
             text = xml.sax.saxutils.escape(text)
         self.elementstack[-1][2].append(text)
 
@@ -371,7 +460,7 @@ class _Walker:
         if not self.elementstack or self.elementstack[-1][0] != element:
             return None
         element, expecting_text, pieces = self.elementstack.pop()
-        if self.version == "atom10" and self.contentparams.get("type", "text") == "application/xhtml+xml":
+        if self.version == "atom10" and self.contentparams.get("type", "text") == _XHTML_TYPE:
             pieces = _strip_div(pieces)
         output = "".join(pieces)
         if strip_whitespace:
@@ -436,8 +525,9 @@ class _Walker:
     def push_content(self, tag: str, attrs_d: dict, default_content_type: str, expecting_text) -> None:
         self.incontent += 1
         kind = _map_content_type(attrs_d.get("type", default_content_type))
-        # feedparser's _is_base64: any type but text/*, */xml and *+xml is base64-decoded.
-        if not (kind.startswith("text/") or kind.endswith(("+xml", "/xml"))):
+        # feedparser's _is_base64: Atom 0.3 mode="base64", and any type but text/*, */xml and
+        # *+xml, is base64-decoded. (Its other modes, "escaped" and "xml", change nothing.)
+        if attrs_d.get("mode") == "base64" or not (kind.startswith("text/") or kind.endswith(("+xml", "/xml"))):
             raise _Unsupported("base64 content")
         self.contentparams = {"type": kind, "language": None, "base": self.baseuri, "base64": 0}
         self.push(tag, expecting_text)
@@ -711,8 +801,11 @@ class _Walker:
         self.inentry = 1
         self.guidislink = 0
         self.title_depth = -1
-        if "rdf:about" in attrs_d:
-            raise _Unsupported("rdf:about")
+        # RSS 1.0: the item's URI is its id (read through the prefix the document bound to
+        # RDF's canonical one, as feedparser's _get_attribute does).
+        about = attrs_d.get(self.namespacemap.get("rdf", "rdf") + ":about")
+        if about:
+            _set(self._get_context(), "id", about)
         self._cdf_common(attrs_d)
 
     _start_entry = _start_item
@@ -766,6 +859,23 @@ class _Walker:
         self._save("updated_parsed", _parse_date(value), overwrite=True)
 
     _end_modified = _end_lastbuilddate = _end_dc_date = _end_dcterms_modified = _end_updated
+
+    def _start_created(self, attrs_d: dict) -> None:
+        self.push("created", 1)
+
+    _start_dcterms_created = _start_created
+
+    def _end_created(self) -> None:
+        value = self.pop("created")
+        self._save("created_parsed", _parse_date(value), overwrite=True)
+
+    _end_dcterms_created = _end_created
+
+    def _start_expirationdate(self, attrs_d: dict) -> None:
+        self.push("expired", 1)
+
+    def _end_expirationdate(self) -> None:
+        self._save("expired_parsed", _parse_date(self.pop("expired")), overwrite=True)
 
     def _start_category(self, attrs_d: dict) -> None:
         term = attrs_d.get("term")
@@ -1020,6 +1130,54 @@ class _Walker:
     def _end_flag(self, element: str) -> None:
         # The value itself is read by no field here; the pop (and its store) is what matters.
         self.pop(element, False)
+
+    # psc (Podlove simple chapters) and GeoRSS simple geometries: feedparser keeps them in
+    # keys no field reads ("psc_chapters", "where"); ported for their effect on the element
+    # stack and for the inputs on which feedparser raises (refused here).
+    def _start_psc_chapters(self, attrs_d: dict) -> None:
+        context = self._get_context()
+        if "psc_chapters" not in context:
+            self.psc_chapters_flag = True
+            context["psc_chapters"] = {"chapters": []}
+
+    def _end_psc_chapters(self) -> None:
+        self.psc_chapters_flag = False
+
+    def _start_psc_chapter(self, attrs_d: dict) -> None:
+        if self.psc_chapters_flag:
+            context = self._get_context()
+            if attrs_d.get("start") is None or "psc_chapters" not in context:
+                raise _Unsupported("psc:chapter feedparser fails on")  # TypeError / KeyError there
+            context["psc_chapters"]["chapters"].append(attrs_d)
+
+    def _start_georssgeom(self, attrs_d: dict) -> None:
+        self.push("geometry", 0)
+        self._get_context()["where"] = {}
+
+    _start_georss_point = _start_georss_line = _start_georss_polygon = _start_georss_box = _start_georssgeom
+
+    def _end_georss_point(self) -> None:
+        self._end_georss(_parse_georss_point)
+
+    def _end_georss_line(self) -> None:
+        self._end_georss(_parse_georss_line)
+
+    def _end_georss_polygon(self) -> None:
+        self._end_georss(_parse_georss_polygon)
+
+    def _end_georss_box(self) -> None:
+        self._end_georss(_parse_georss_box)
+
+    def _end_georss(self, parse_geometry) -> None:
+        value = self.pop("geometry")
+        if value is None:
+            raise _Unsupported("georss geometry feedparser fails on")  # AttributeError there
+        geometry = parse_geometry(value)
+        if geometry:
+            context = self._get_context()
+            if "where" not in context:
+                raise _Unsupported("georss geometry in a changed context")  # KeyError there
+            context["where"].update(geometry)
 
     def _start_media_group(self, attrs_d: dict) -> None:
         pass  # feedparser: "don't do anything, but don't break the enclosed tags either"

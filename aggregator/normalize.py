@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 from .clean import DEFAULT_IFRAME_HOSTS, clean_html
 from .dates import decide_date, read_date
 from .similarity import fingerprint
-from .text import canonical_url, clean_title, excerpt, first_image, html_to_text, strip_tracking
+from .text import canonical_url, clean_title, first_image, html_to_text, strip_tracking, text_excerpt
 from .models import ArticleDraft, ParsedEntry, Source
 
 # XML 1.0 Char production (https://www.w3.org/TR/xml/#charsets) minus what it allows, plus
@@ -65,6 +65,14 @@ def normalize_text(text: str) -> str:
     """What "the same text" means for dedup: case-folded, whitespace removed (CJK text has
     no spaces, and feeds differ in how they wrap lines)."""
     return _WS.sub("", text).casefold()
+
+
+def _normalized_plain_text(text: str) -> str:
+    """``normalize_text`` of a text ``html_to_text`` made, by str.replace (about 4x faster
+    than the regex): its only whitespace characters are single spaces between words and
+    ideographic spaces (U+3000), which html_to_text keeps."""
+    text = text.replace(" ", "")
+    return (text.replace("\u3000", "") if "\u3000" in text else text).casefold()
 
 
 def dedup_keys(source: Source, guid: str, link: str | None, title: str, text: str) -> tuple[str, ...]:
@@ -146,11 +154,11 @@ def normalize_entry(
     raw_body = entry.content or entry.summary or ""
     body = xml_safe(clean_html(xml_safe(raw_body), base or link, iframe_hosts=iframe_hosts))
     text = html_to_text(body)
-    normalized = normalize_text(text)
+    normalized = _normalized_plain_text(text)
     title = _title(entry, text)
     image = _http_url(entry.image, base or link) or first_image(body)
     summary_src = html_to_text(xml_safe(clean_html(xml_safe(entry.summary), base or link, iframe_hosts=frozenset()))) if entry.summary else text
-    summary = excerpt(summary_src or text)
+    summary = text_excerpt(summary_src or text)
     date, date_note = decide_date(item_date(entry, source.timezone), now, future_skew)
     author = source.name  # the seed's author is the source's display name
     content_hash = _sha(title, link or "", date.isoformat() if date else "", image or "", body)

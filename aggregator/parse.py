@@ -14,7 +14,7 @@ process under memory and time limits (HAZARDS.md, "Parsing").
             superset fallbacks; a guess for undeclared legacy bytes)-->
           --refuse <!ENTITY / internal DTD subset; refuse HTML pages-->
           --invalid numeric character references -> U+FFFD-->
-          --fastparse.fast_parse (well-formed RSS 2.0 / Atom 1.0 only; equal results)--> ParsedFeed
+          --fastparse.fast_parse (well-formed RSS 0.90-2.0 / Atom 0.3, 1.0 only; equal results)--> ParsedFeed
           --else feedparser(io.BytesIO(utf-8), sanitize_html=False, ...)--> ParsedFeed
 """
 
@@ -109,7 +109,7 @@ def parse_feed(body: bytes, headers: Headers, url: str, *,
     if replaced:
         warnings.append(f"replaced {replaced} invalid character reference"
                         f"{'s' if replaced > 1 else ''} with U+FFFD")
-    # Ordinary well-formed RSS 2.0 / Atom 1.0: lxml and feedparser's own rules replayed,
+    # Well-formed RSS 0.90-2.0 (RDF included) / Atom 0.3, 1.0: lxml and feedparser's own rules replayed,
     # equal to what feedparser gives (tests/test_fastparse.py, over the whole corpus), at
     # about a third of the CPU; None for anything it is not sure of.
     fast = fastparse.fast_parse(text, url, warnings)

@@ -39,7 +39,12 @@ def to_iso(dt: datetime) -> str:
 
 
 def from_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    """The datetime ``to_iso`` wrote. ``fromisoformat`` (C) rather than ``strptime`` (a
+    Python regex engine per call, ~4 µs): a publish reads every article's dates."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

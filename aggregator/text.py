@@ -17,7 +17,7 @@ from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-__all__ = ["html_to_text", "clean_title", "excerpt", "first_image", "parse_srcset",
+__all__ = ["html_to_text", "clean_title", "excerpt", "text_excerpt", "first_image", "parse_srcset",
            "strip_tracking", "canonical_url"]
 
 
@@ -98,13 +98,12 @@ _PARSER_MODES = frozenset({
 })
 
 
-def _feed_simple(parser: _TextParser, html: str) -> bool:
-    """Drive ``parser``'s handlers over ``html`` without html.parser's tokenizer (pure
-    Python, regex by regex; 1.7 s under the profiler for the corpus's 14,572 texts, issue 8):
-    cut at the tags of ``_SIMPLE_TAG_RE``, each text between two tags decoded with
+def _feed_simple(parser: _TextParser, pieces: list[str]) -> bool:
+    """Drive ``parser``'s handlers over the ``pieces`` of ``_SIMPLE_TAG_RE.split(html)``
+    without html.parser's tokenizer (pure Python, regex by regex; 1.7 s under the profiler
+    for the corpus's 14,572 texts, issue 8): each text between two tags decoded with
     ``html.unescape`` as html.parser does. False, with the parser left half-fed, when the
     markup is not all of that shape; the caller then starts over with html.parser."""
-    pieces = _SIMPLE_TAG_RE.split(html)  # text, end name, start name, text, ...
     for i in range(0, len(pieces) - 1, 3):
         text, end, start = pieces[i], pieces[i + 1], pieces[i + 2]
         if "<" in text or (end or start).lower() in _PARSER_MODES:
@@ -122,17 +121,48 @@ def _feed_simple(parser: _TextParser, html: str) -> bool:
     return True
 
 
+# Tags whose handling depends on the tags around them (skipped content, parser modes).
+_CONTEXTUAL = _TEXT_SKIP | _PARSER_MODES
+
+
+def _visible_text(html: str) -> str:
+    """``_TextParser``'s text of ``html``, whitespace not yet collapsed.
+
+    Most texts (every body the clean stage writes) are markup of the simple shape with
+    no element whose content is skipped: each tag then stands for " " (a block) or ""
+    whatever is around it, and the pieces of the split are replaced in place, a few
+    C-level passes instead of a handler call per tag (``_feed_simple``, which does the
+    same one piece at a time, takes the others; html.parser the rest). The shape is
+    known when every "<" is the start of one of the split's tags: a "<" in a text, or in
+    an attribute value, makes the count differ."""
+    pieces = _SIMPLE_TAG_RE.split(html)  # text, end name, start name, text, ...
+    if html.count("<") == len(pieces) // 3:
+        ends, starts = pieces[1::3], pieces[2::3]
+        lowered = {name: name.lower() for name in {*ends, *starts} if name}
+        if _CONTEXTUAL.isdisjoint(lowered.values()):
+            between = {name: " " if low in _TEXT_BLOCKS else "" for name, low in lowered.items()}
+            between[None] = ""  # the other name group of each tag
+            pieces[1::3] = map(between.__getitem__, ends)
+            pieces[2::3] = map(between.__getitem__, starts)
+            if "&" in html:
+                pieces[::3] = [unescape(text) if "&" in text else text for text in pieces[::3]]
+            return "".join(pieces)
+    parser = _TextParser()
+    if not _feed_simple(parser, pieces):
+        parser = _TextParser()
+        parser.feed(html)
+        parser.close()
+    return "".join(parser.parts)
+
+
 def html_to_text(html: str) -> str:
     """Visible text, whitespace collapsed: blocks are separated by a space, inline tags
     join (``<b>H</b>ello`` -> ``Hello``)."""
     html = _strip_illegal(html or "")
     if "<" in html or "&" in html:
-        parser = _TextParser()
-        if not _feed_simple(parser, html):
-            parser = _TextParser()
-            parser.feed(html)
-            parser.close()
-        html = _strip_illegal("".join(parser.parts))  # &#2; decodes to an illegal one
+        # Only a character reference can bring back a character _strip_illegal removed
+        # (&#2;): without "&", every character of the text is one of the input's.
+        html = _strip_illegal(_visible_text(html)) if "&" in html else _visible_text(html)
     if "\u3000" in html:
         return _WS_RE.sub(" ", html).strip()
     # The same without a regex (3x faster): str.split() cuts at exactly the characters
@@ -156,7 +186,23 @@ def excerpt(html_or_text: str, limit: int = 200) -> str:
     (HAZARDS "Publishing"); cut at a nearby word boundary, ending with ``…`` when cut."""
     if limit < 1:
         raise ValueError("excerpt limit must be at least 1")
-    text = html_to_text(html_or_text)
+    return _cut(html_to_text(html_or_text), limit)
+
+
+def text_excerpt(text: str, limit: int = 200) -> str:
+    """``excerpt(text)`` for a ``text`` that ``html_to_text`` made, read again only when it
+    holds a "<" or a character reference (decoded from ``&lt;`` or ``&amp;amp;``), which
+    excerpt reads as markup: html_to_text of any other such text is the text itself (no
+    character XML forbids, whitespace already collapsed), and the whole text is not split
+    again for the 200 characters kept."""
+    if "<" in text or "&" in text and unescape(text) != text:
+        return excerpt(text, limit)
+    if limit < 1:
+        raise ValueError("excerpt limit must be at least 1")
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     end = limit - 1
@@ -174,12 +220,9 @@ class _FirstImage(HTMLParser):
         pass
 
     def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            a = dict(attrs)
-            src = (a.get("src") or "").strip()
-            if _is_absolute_http(src) and not _is_icon(src, a.get("width"), a.get("height")):
-                self.found = src
-                raise self.Found
+        if tag == "img" and (src := _picture(dict(attrs))):
+            self.found = src
+            raise self.Found
 
 
 # Emoji, smilies, avatars and spacer images are not an article's picture (WordPress serves
@@ -196,11 +239,59 @@ def _is_icon(src: str, width: str | None, height: str | None) -> bool:
     return _ICON_RE.search(src.split("?", 1)[0].lower()) is not None
 
 
+def _picture(attrs: dict[str, str | None]) -> str | None:
+    """The ``src`` of an ``<img>`` with these attributes, when first_image takes it."""
+    src = (attrs.get("src") or "").strip()
+    if _is_absolute_http(src) and not _is_icon(src, attrs.get("width"), attrs.get("height")):
+        return src
+    return None
+
+
+# "<img" in html.lower(), without the lower-cased copy: no character but i/I, m/M and g/G
+# lower-cases to i, m or g, except U+0130 İ, whose "i" + combining dot no "m" can follow.
+_IMG_OPEN_RE = re.compile("<[iI][mM][gG]")
+# One attribute of a tag of the simple shape (``_SIMPLE_TAG_RE``), as html.parser reads it
+# there: the name lower-cased, quotes dropped, the value unescaped; no "=", no value.
+_SIMPLE_ATTR_RE = re.compile(
+    rf"""{_WS}+([a-zA-Z_:][-a-zA-Z0-9_:.]*)(?:{_WS}*={_WS}*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+
+
+def _simple_first_image(html: str) -> str | None:
+    """first_image without html.parser while every tag up to the picture is of the simple
+    shape and none switches html.parser's mode (the cleaned bodies; html.parser reads
+    their tags as ``_SIMPLE_TAG_RE`` does, in the same order). "" when one is not: the
+    caller then asks html.parser."""
+    at = html.find("<")
+    while at != -1:
+        tag = _SIMPLE_TAG_RE.match(html, at)
+        if tag is None:
+            return ""
+        end, start = tag.group(1, 2)
+        name = (end or start).lower()
+        if name in _PARSER_MODES:
+            return ""
+        if start and name == "img":
+            attrs: dict[str, str | None] = {}
+            for key, value in _SIMPLE_ATTR_RE.findall(tag.group()):  # the last of a name counts
+                if value[:1] in ("'", '"'):
+                    value = value[1:-1]
+                elif not value:  # no "="
+                    value = None
+                attrs[key.lower()] = unescape(value) if value else value
+            if src := _picture(attrs):
+                return src
+        at = html.find("<", tag.end())
+    return None
+
+
 def first_image(html: str) -> str | None:
     """``src`` of the first ``<img>`` whose URL is absolute http(s) and that is not an icon
     (at most 48 px wide or high, or an emoji/smiley/avatar/spacer path), else None."""
-    if "<img" not in (html or "").lower():
+    if not html or not _IMG_OPEN_RE.search(html):
         return None
+    found = _simple_first_image(html)
+    if found != "":
+        return found
     parser = _FirstImage(convert_charrefs=True)
     try:
         parser.feed(html)
@@ -247,10 +338,13 @@ _URL_TAB_NL_RE = re.compile(r"[\t\n\r]")  # URL standard: removed anywhere
 
 def _is_tracking(parameter: str) -> bool:
     key, _, value = parameter.partition("=")
-    key = unquote_plus(key).lower()
+    if "%" in key or "+" in key:  # else unquote_plus returns it as it is
+        key = unquote_plus(key)
+    key = key.lower()
     if key.startswith("utm_") or key in TRACKING_PARAMETERS:
         return True
-    return unquote_plus(value).lower() in TRACKING_VALUES.get(key, ())
+    values = TRACKING_VALUES.get(key)  # the value decoded only for the keys it decides
+    return values is not None and unquote_plus(value).lower() in values
 
 
 def strip_tracking(url: str) -> str:
@@ -260,6 +354,8 @@ def strip_tracking(url: str) -> str:
 
     Split as browsers split (the URL standard): the fragment starts at the first ``#``,
     the query at the first ``?`` before it. No parsing, so it never raises."""
+    if "?" not in url:  # most links and image URLs
+        return url
     head, hash_, fragment = url.partition("#")
     path, question, query = head.partition("?")
     if not question:

@@ -41,6 +41,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -422,9 +423,9 @@ def run_reader(run_dir: Path, server: CorpusServer, n: int, args, py: str) -> di
 
 
 def run_size(n: int, files: list[Path], args, py: str) -> dict:
-    with (tempfile.TemporaryDirectory(prefix=f"aggbench-{n}-") as tmp,
-          CorpusServer(files, n, gzip_bodies=args.gzip) as server):
-        tmp_path = Path(tmp)
+    # Nothing is deleted until the whole benchmark ends (see file_creation_us).
+    with CorpusServer(files, n, gzip_bodies=args.gzip) as server:
+        tmp_path = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=args.session))
         floor_in = tmp_path / "floor.json"
         floor_in.write_text(json.dumps([[str(f) for f in files], n]))
         floor_out = tmp_path / "floor.out"
@@ -548,6 +549,34 @@ def code_digest(package: Path) -> str:
                                                  for part in f.relative_to(package).parts)):
         h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+def file_creation_us(folder: Path, count: int = 2000) -> float:
+    """Microseconds to create, write (3 KB) and rename one file in a new folder under
+    ``folder``, as a post is written. The files are left in place (the session folder
+    goes at the end).
+
+    Why it is measured: a cold poll creates one file per article (~5,600 at 250 sources),
+    reader one database file. On ext4 without a journal (this project's machines: no
+    jbd2) the kernel skips inodes freed in the last 60-360 s when it allocates one
+    (``recently_deleted``), scanning past each, so creating files in a folder where
+    thousands were just deleted costs ~10x more kernel time. Measured on the 2-core
+    machine: cold poll of 250 sources 6.48 s with the runs in /tmp right after the test
+    suite and earlier runs had deleted their files there, 4.88 s in a folder with no recent
+    deletions; reader's figure does not move. Hence: runs live in ``--workdir`` (default
+    benchmarks/.work, outside /tmp, where test suites churn), nothing is deleted before
+    the end, and this figure is printed so a slow file system shows in the results
+    instead of in our cold wall time."""
+    probe = Path(tempfile.mkdtemp(prefix="fs-probe-", dir=folder))
+    data = b"x" * 3000
+    started = time.perf_counter()
+    for i in range(count):
+        tmp, final = probe / f".{i}.tmp", probe / f"{i}.md"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        os.replace(tmp, final)
+    return (time.perf_counter() - started) / count * 1e6
 
 
 def machine_info(py: str, aggregator_dir: Path) -> dict:
@@ -675,6 +704,8 @@ def markdown(machine: dict, sizes: list[dict], args) -> str:
         (f"{machine['nproc']} CPUs ({machine['cpu_model']}), {machine['platform']}; Python {machine['python']}, "
          f"feedparser {machine['feedparser']}; aggregator {machine['commit']} from {machine['aggregator_dir']} "
          f"({code}); peer {peer}. "
+         f"Creating a file in the work folder: {machine.get('file_creation_us', float('nan')):.0f} µs "
+         "(see `file_creation_us` in cycle.py: over ~100 µs the file system, not the pipeline, dominates). "
          f"Median of {args.repeat} run(s); bodies {'gzip' if args.gzip else 'identity'}-encoded; "
          f"concurrency {args.concurrency or 'default'}, host_concurrency {args.host_concurrency}."),
         "",
@@ -727,6 +758,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder holding the `aggregator` package to measure, e.g. a `git archive` of another "
                    "commit or a frozen copy of a working tree that is being edited [this repo]")
     p.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/latest.*")
+    p.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / ".work",
+                   help="folder for the runs' data and output; nothing in it is deleted until the end (see "
+                   "file_creation_us) [benchmarks/.work]")
+    p.add_argument("--keep", action="store_true", help="keep the runs' folders (printed at the end)")
     args = p.parse_args(argv)
     args.host_concurrency = args.host_concurrency or args.concurrency or READER_WORKERS
 
@@ -745,17 +780,18 @@ def main(argv: list[str] | None = None) -> int:
     if not become_subreaper():
         print("warning: not a subreaper; the forkserver's CPU may go uncounted", file=sys.stderr)
     print(f"corpus: {len(files)} files from {corpus}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="aggbench-pycache-") as pycache:
-        # Bytecode as on an installed system: compiled once, by an unmeasured 10-source
-        # warm-up (which also pages in the corpus), into a private cache outside the repo;
-        # PYTHONDONTWRITEBYTECODE (set on some machines) would recompile every module in
-        # every process. READER_* variables would configure the peer's CLI behind our back.
-        args.env = {k: v for k, v in os.environ.items()
-                    if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("READER_")}
-        args.env["PYTHONPYCACHEPREFIX"] = pycache
-        print("warm-up (not measured):", file=sys.stderr)
-        run_size(10, files, argparse.Namespace(**{**vars(args), "repeat": 1}), args.python)
-        sizes = [run_size(n, files, args, args.python) for n in args.sources]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.session = Path(tempfile.mkdtemp(prefix="aggbench-", dir=args.workdir))
+    machine["file_creation_us"] = round(file_creation_us(args.session), 1)
+    print(f"work folder {args.session}: creating a file takes {machine['file_creation_us']:.0f} µs",
+          file=sys.stderr)
+    try:
+        sizes = _measure(files, args)
+    finally:
+        if args.keep:
+            print(f"runs kept in {args.session}", file=sys.stderr)
+        else:
+            shutil.rmtree(args.session, ignore_errors=True)
     md = markdown(machine, sizes, args)
     print(md)
     if not args.no_write:
@@ -766,6 +802,19 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "latest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         (RESULTS / "latest.md").write_text(md)
     return 0 if all(s["returncodes"] == [0] for s in sizes) else 1
+
+
+def _measure(files: list[Path], args) -> list[dict]:
+    # Bytecode as on an installed system: compiled once, by an unmeasured 10-source
+    # warm-up (which also pages in the corpus), into a private cache outside the repo;
+    # PYTHONDONTWRITEBYTECODE (set on some machines) would recompile every module in
+    # every process. READER_* variables would configure the peer's CLI behind our back.
+    args.env = {k: v for k, v in os.environ.items()
+                if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("READER_")}
+    args.env["PYTHONPYCACHEPREFIX"] = str(args.session / "pycache")
+    print("warm-up (not measured):", file=sys.stderr)
+    run_size(10, files, argparse.Namespace(**{**vars(args), "repeat": 1}), args.python)
+    return [run_size(n, files, args, args.python) for n in args.sources]
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ import lxml.html
 import pytest
 import yaml
 from feedgen.entry import FeedEntry
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.ext.dc import DcEntryExtension, DcExtension
+from feedgen.ext.media import MediaEntryExtension, MediaExtension
+from feedgen.feed import FeedGenerator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -209,6 +213,87 @@ def test_write_atomic_failure_raises_publish_error_and_leaves_no_temp_file(tmp_p
     with pytest.raises(PublishError):
         write_atomic(tmp_path / "taken", b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def temporary_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+def test_a_batch_swaps_its_files_in_only_at_commit(tmp_path):
+    from aggregator.publish import atomic
+
+    old = tmp_path / "old.xml"
+    old.write_bytes(b"old")
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    same = tmp_path / "same.xml"
+    same.write_bytes(b"same")
+    inode = old.stat().st_ino
+    with atomic.AtomicBatch() as batch:
+        assert batch.stage(old, b"new") is True
+        assert batch.stage(tmp_path / "a" / "b" / "fresh.xml", b"fresh") is True
+        assert batch.stage(same, b"same") is False  # its bytes would not change: left alone
+        # staged, not yet visible: readers still see the old file, the new one is absent
+        assert old.read_bytes() == b"old" and not (tmp_path / "a" / "b" / "fresh.xml").exists()
+        assert len(temporary_files(tmp_path)) == 2
+        assert batch.commit() == {}
+    assert old.read_bytes() == b"new" and old.stat().st_ino != inode  # replaced by rename
+    assert (tmp_path / "a" / "b" / "fresh.xml").read_bytes() == b"fresh"
+    assert stat.S_IMODE((tmp_path / "a" / "b" / "fresh.xml").stat().st_mode) == 0o644
+    assert stat.S_IMODE(old.stat().st_mode) == 0o644
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_batch_reports_the_files_it_could_not_swap_in_and_commits_the_others(tmp_path):
+    from aggregator.publish.atomic import AtomicBatch
+
+    (tmp_path / "taken").mkdir()  # a folder where a file should go: its rename fails
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    with AtomicBatch() as batch:
+        with pytest.raises(PublishError, match="cannot write"):
+            batch.stage(tmp_path / "blocked" / "x.xml", b"x")  # refused at once, nothing staged
+        assert batch.stage(tmp_path / "taken", b"data") is True
+        assert batch.stage(tmp_path / "fine.xml", b"fine") is True
+        failed = batch.commit()
+    assert list(failed) == [str(tmp_path / "taken")] and "cannot write" in failed[str(tmp_path / "taken")]
+    assert (tmp_path / "taken").is_dir() and (tmp_path / "fine.xml").read_bytes() == b"fine"
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_batch_renames_no_file_whose_data_cannot_be_made_durable(tmp_path, monkeypatch):
+    """A failing fsync (EIO: the disk refused the write-back) keeps that file's old version;
+    the files whose data did reach the disk are committed."""
+    import errno
+
+    from aggregator.publish import atomic
+
+    fsync = os.fsync
+
+    def failing_for_b(fd: int) -> None:  # fault injection: the OS call, not our code
+        if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(".b.xml."):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_for_b)
+    (tmp_path / "a.xml").write_bytes(b"old a")
+    (tmp_path / "b.xml").write_bytes(b"old b")
+    with atomic.AtomicBatch() as batch:
+        batch.stage(tmp_path / "a.xml", b"new a")
+        batch.stage(tmp_path / "b.xml", b"new b")
+        failed = batch.commit()
+    assert list(failed) == [str(tmp_path / "b.xml")] and os.strerror(errno.EIO) in failed[str(tmp_path / "b.xml")]
+    assert (tmp_path / "a.xml").read_bytes() == b"new a" and (tmp_path / "b.xml").read_bytes() == b"old b"
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_batch_left_without_commit_leaves_no_temporary_file(tmp_path):
+    from aggregator.publish.atomic import AtomicBatch
+
+    (tmp_path / "a.xml").write_bytes(b"old")
+    with pytest.raises(RuntimeError), AtomicBatch() as batch:
+        batch.stage(tmp_path / "a.xml", b"new")
+        raise RuntimeError("a renderer bug")
+    assert (tmp_path / "a.xml").read_bytes() == b"old"
+    assert temporary_files(tmp_path) == []
 
 
 # --- post names -------------------------------------------------------------------------
@@ -732,15 +817,94 @@ def test_any_image_url_gives_well_formed_feeds(tail, prefix):
 # --- items rendered once, reused by every page ----------------------------------------
 
 
-def feedgen_whole(page: Page, site: Site, fmt: str) -> bytes:
-    """The page as feedgen writes it with all its entries in one FeedGenerator -- how the
-    renderer worked before it reused each article's entry across pages. The reused
-    entries must give exactly these bytes."""
+def feedgen_fill_entry(fe: FeedEntry, article: StoredArticle, site: Site, *, rss: bool) -> None:
+    """The article as feedgen's FeedEntry calls, the way the renderer built every entry
+    before it built them with lxml itself (``feeds.rss_item`` / ``feeds.atom_entry``): the
+    oracle those must match byte for byte."""
+    from aggregator.publish.feeds import UNTITLED, _utc
+
+    title = strip_illegal_chars(article.title).strip() or UNTITLED
+    summary = strip_illegal_chars(article.summary).strip()
+    author = strip_illegal_chars(article.author).strip() or strip_illegal_chars(article.source)
+    fe.id(article.feed_id)  # also the RSS guid, isPermaLink="false"
+    fe.title(title)
+    if article.link:
+        fe.link(href=strip_illegal_chars(article.link), rel="alternate")
+    # content() before summary(): description() / content-only would put the body into
+    # Atom <content> or RSS <description> (HAZARDS.md); type="html", never "CDATA".
+    fe.content(strip_illegal_chars(article.body_html), type="html")
+    if rss:
+        fe.summary(html.escape(summary or title, quote=False))
+        if author:
+            fe.dc.dc_creator(author)
+    else:
+        if summary:
+            fe.summary(summary)
+        if author:
+            fe.author(name=author)
+    fe.published(_utc(article.date))
+    fe.updated(_utc(article.updated))
+    terms = [strip_illegal_chars(c) for c in article.categories]
+    if any(terms):
+        fe.category([{"term": t} for t in terms if t])
+    source_url = site.source_urls.get(article.source)
+    source_name = strip_illegal_chars(article.source).strip()
+    if source_url and source_name:
+        fe.source(url=strip_illegal_chars(source_url), title=source_name)
+    image = feed_image_url(article.image)
+    if image:
+        if not rss:
+            fe.atom_enclosure.add(image, image_type(image))
+        # group=None: feedgen's default group "default" wraps every thumbnail in a
+        # <media:group>, which readers looking for item/media:thumbnail do not search.
+        fe.media.thumbnail(url=image, group=None)
+
+
+class FeedgenAtomEnclosure(BaseEntryExtension):
+    """Atom ``<link rel="enclosure">`` for feedgen's entries, which feedgen 1.0.0 cannot
+    write: ``FeedEntry.atom_entry()`` rebinds its loop variable to the new element and then
+    reads ``rel``/``type`` from it, so every entry link comes out as a bare ``<link href>``.
+    ``FeedEntry.link(rel="enclosure")`` would also set the RSS ``<enclosure>``."""
+
+    def __init__(self) -> None:
+        self._links: list[tuple[str, str]] = []
+
+    def add(self, href: str, mime_type: str) -> None:
+        self._links.append((href, mime_type))
+
+    def extend_atom(self, entry):
+        for href, mime_type in self._links:
+            etree.SubElement(entry, "link", href=href, rel="enclosure", type=mime_type)
+        return entry
+
+
+def feedgen_generator(*, rss: bool) -> FeedGenerator:
+    """``feeds._feed_generator`` plus the extension feedgen's entries need for the Atom
+    enclosure, registered where the renderer registered it when feedgen built the entries:
+    the registration order is the order of the extension elements inside an entry."""
     from aggregator.publish import feeds
 
-    fg = feeds._new_feed(page, site, fmt)
-    for article in sorted(page.items, key=lambda a: (a.date, a.id), reverse=True):
-        feeds._fill_entry(fg.add_entry(order="append"), article, site, rss=fmt == "rss")
+    fg = FeedGenerator()
+    fg.register_extension("feed_links", feeds._FeedLinks, feeds._NoEntryExtension, atom=True, rss=True)
+    if rss:
+        fg.register_extension("dc", DcExtension, DcEntryExtension, atom=False, rss=True)
+    else:
+        fg.register_extension("atom_enclosure", BaseExtension, FeedgenAtomEnclosure, atom=True, rss=False)
+    fg.register_extension("media", MediaExtension, MediaEntryExtension, atom=True, rss=True)
+    return fg
+
+
+def feedgen_whole(page: Page, site: Site, fmt: str) -> bytes:
+    """The page as feedgen writes it with all its entries in one FeedGenerator -- how the
+    renderer worked before it reused each article's entry across pages and before it built
+    the entries itself. The reused entries must give exactly these bytes."""
+    from aggregator.publish import feeds
+
+    with pytest.MonkeyPatch.context() as patch:  # the page's envelope, on feedgen_generator
+        patch.setattr(feeds, "_feed_generator", feedgen_generator)
+        fg = feeds._new_feed(page, site, fmt)
+    for article in sorted(page.items, key=lambda a: (feeds._utc(a.date), a.id), reverse=True):  # naive is UTC
+        feedgen_fill_entry(fg.add_entry(order="append"), article, site, rss=fmt == "rss")
     if fmt == "atom":
         return fg.atom_str(pretty=True)
     return feeds._RSS_UTC.sub(rb"\1 GMT</\2>", fg.rss_str(pretty=True))
@@ -783,22 +947,59 @@ def test_reused_entries_match_feedgen_whatever_the_text(texts, image):
         assert render_page(page, SITE_INFO, fmt)[0].data == feedgen_whole(page, SITE_INFO, fmt)
 
 
+any_text = st.text(max_size=12) | st.sampled_from(["", " ", "\x00", "\ud800", "a\x0bb", "<b>&amp;</b>", "金融", "\r\n"])
+any_moment = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                          timezones=st.none() | st.sampled_from([UTC, timezone(timedelta(hours=8)),
+                                                                 timezone(timedelta(hours=-5, minutes=-30))]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fields=st.fixed_dictionaries({
+    "title": any_text, "summary": any_text, "author": any_text, "body_html": any_text, "source": any_text,
+    "category": any_text, "channel": st.none() | any_text, "link": st.none() | any_text,
+    "image": st.none() | any_text.map(lambda t: f"https://img.example.org/{t}"), "date": any_moment,
+    "updated": any_moment}),
+       source_url=st.none() | st.just("\x00") | any_text.map(lambda t: f"https://src.example.org/{t}"))
+def test_entries_built_with_lxml_are_the_entries_feedgen_builds(fields, source_url):
+    """rss_item / atom_entry against feedgen's FeedEntry for any field, empty, dirty or
+    missing, any date (naive, other offsets, microseconds, years 1..9999) and a source
+    with or without a feed URL."""
+    article = dataclasses.replace(make_article(1, "t"), **fields)
+    site = Site(base_url=BASE_URL, title=SITE, source_urls={} if source_url is None else {article.source: source_url})
+    for fmt in ("rss", "atom"):
+        page = page_of([article, make_article(2, "next", date=T0 - timedelta(hours=1))], site=site)
+        assert render_page(page, site, fmt)[0].data == feedgen_whole(page, site, fmt)
+
+
+def test_the_feed_renderer_imports_in_a_fresh_interpreter():
+    """feedgen.util reads ``lxml.etree`` after a bare ``import lxml``: it fails unless
+    lxml.etree was imported first, which the test process always has by now."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import aggregator.publish.feeds"], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+
+
 def test_an_entry_is_built_once_per_run_and_format(monkeypatch):
-    calls = {"rss_entry": 0, "atom_entry": 0}
-    for method in calls:
-        original = getattr(FeedEntry, method)
+    from aggregator.publish import feeds
 
-        def counting(self, *args, _original=original, _name=method, **kwargs):
+    calls = {"rss_item": 0, "atom_entry": 0}
+    for name in calls:
+        original = getattr(feeds, name)
+
+        def counting(*args, _original=original, _name=name, **kwargs):
             calls[_name] += 1
-            return _original(self, *args, **kwargs)
+            return _original(*args, **kwargs)
 
-        monkeypatch.setattr(FeedEntry, method, counting)
+        monkeypatch.setattr(feeds, name, counting)
     articles = varied_articles()
     cache = EntryCache()
     for fmt in ("rss", "atom"):
         for items in (articles, articles[:3], articles[2:]):
             render_page(page_of(items), SITE_INFO, fmt, cache)
-    assert calls == {"rss_entry": len(articles), "atom_entry": len(articles)}
+    assert calls == {"rss_item": len(articles), "atom_entry": len(articles)}
 
 
 def test_empty_feed_is_dated_epoch():
@@ -845,17 +1046,19 @@ def test_illegal_characters_do_not_kill_the_feed(tmp_path):
 
 
 def test_an_item_that_still_fails_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
-    # Stands in for a feedgen validation we do not foresee: the third-party entry builder
-    # rejects one item; the feed must still be written with the others.
-    for method in ("rss_entry", "atom_entry"):
-        original = getattr(FeedEntry, method)
+    # Stands in for a refusal we do not foresee: lxml rejects one item's text; the feed
+    # must still be written with the others.
+    from aggregator.publish import feeds
 
-        def failing(self, *args, _original=original, **kwargs):
-            if self.title() == "boom":
+    for name in ("rss_item", "atom_entry"):
+        original = getattr(feeds, name)
+
+        def failing(article, site, _original=original):
+            if article.title == "boom":
                 raise ValueError("All strings must be XML compatible")
-            return _original(self, *args, **kwargs)
+            return _original(article, site)
 
-        monkeypatch.setattr(FeedEntry, method, failing)
+        monkeypatch.setattr(feeds, name, failing)
     articles = [make_article(1, "boom"), make_article(2, "fine")]
     with caplog.at_level(logging.WARNING, logger="aggregator.publish.feeds"):
         result = publish(tmp_path, {"金融": articles}, base_url=BASE_URL)
@@ -1120,6 +1323,20 @@ def test_a_file_that_cannot_be_written_fails_its_page_and_no_other(tmp_path, cap
     assert all(not p.startswith("channel/") for p in result.written)
     assert {"all.rss.xml", "category/金融.json", "source/财联社.atom.xml"} <= set(result.written)
     assert sum("not published" in r.getMessage() for r in caplog.records) == 3 * len(failed)
+
+
+def test_a_file_that_cannot_be_swapped_in_fails_its_page_and_no_other(tmp_path, caplog):
+    """Documents are written beside their files while the pages render and swapped in
+    together at the end: a rename that fails there (a folder where the file should be) is
+    still reported for its own page, and that page keeps no signature."""
+    (tmp_path / "all.rss.xml").mkdir()
+    with caplog.at_level(logging.ERROR, logger="aggregator.publish.site"):
+        result = publish_golden(tmp_path)
+    assert [page for page, _why in result.failed] == ["all"]
+    assert "cannot write" in dict(result.failed)["all"] and "all.rss.xml" in dict(result.failed)["all"]
+    assert "all" not in states(result) and "all.rss.xml" not in result.written
+    assert {"all.atom.xml", "all.json", "category/金融.rss.xml"} <= set(result.written)
+    assert (tmp_path / "all.rss.xml").is_dir() and temporary_files(tmp_path) == []
 
 
 def test_worker_processes_publish_the_same_files_and_report_the_same(tmp_path):

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from collections import Counter
 from hashlib import blake2b
 
@@ -27,9 +28,9 @@ from bs4 import BeautifulSoup
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.similarity import (BANDS, MIN_TEXT, NEAR_DUP_THRESHOLD, band_keys, fingerprint,
-                                   from_sqlite, hamming, is_near_duplicate, shingles, similarity,
-                                   simhash, to_sqlite, tokens)
+from aggregator.similarity import (_TOKEN_RE, BANDS, MIN_TEXT, NEAR_DUP_THRESHOLD, _simhash_of, band_keys,
+                                   fingerprint, from_sqlite, hamming, is_near_duplicate, normalize, shingles,
+                                   similarity, simhash, to_sqlite, tokens)
 from tests.conftest import ROOT, corpus_dir, fixture_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::bs4.MarkupResemblesLocatorWarning")
@@ -324,3 +325,44 @@ def test_sqlite_form_round_trips_through_a_real_database(a, b):
     assert from_sqlite(stored) == a
     assert hamming(to_sqlite(a), to_sqlite(b)) == hamming(a, b)  # either form measures alike
     assert band_keys(to_sqlite(a)) == band_keys(a)
+
+
+# --- the vote count and the token fast paths (issue 8) --------------------------------------
+
+def majority_of_each_bit(digests: list[bytes]) -> int:
+    """The textbook vote on raw digests: bit i set when more than half have it set."""
+    words = [int.from_bytes(d, "little") for d in digests]
+    return sum(1 << i for i in range(64) if 2 * sum(w >> i & 1 for w in words) > len(words))
+
+
+# a few fixed digests among random ones, so that exact ties and one-vote majorities occur
+digests = st.lists(st.one_of(st.binary(min_size=8, max_size=8),
+                             st.sampled_from([b"\0" * 8, b"\xff" * 8, b"\x55" * 8, b"\xaa" * 8, b"\x0f" * 8])),
+                   max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(digests)
+def test_vote_count_is_the_majority_of_each_bit(ds):
+    assert _simhash_of(b"".join(ds)) == majority_of_each_bit(ds)
+
+
+def test_vote_count_of_more_votes_than_16_bits_count():
+    rng = random.Random(64)
+    # 70,001 votes, every bit position near a tie: 2**16 - 1 would overflow a 16-bit counter
+    ds = [rng.randbytes(8) for _ in range(70_001)]
+    assert _simhash_of(b"".join(ds)) == majority_of_each_bit(ds)
+    assert _simhash_of(b"\xff" * 8 * 70_001) == 2**64 - 1 and _simhash_of(b"") == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.one_of(st.sampled_from(["Ａ", "＞", "\u0338", "…", "\u3000", "ﬃ", "ß", "İ", "ｶ", "ﾞ", "＿"]),
+                         st.characters())))
+def test_normalize_is_nfkc_then_casefold(s):
+    assert normalize(s) == unicodedata.normalize("NFKC", s).casefold()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=127)))
+def test_ascii_text_has_the_tokens_of_the_unicode_classes(s):
+    assert tokens(s) == _TOKEN_RE.findall(normalize(s))

@@ -541,6 +541,24 @@ def test_an_item_passed_under_one_set_of_namespaces_is_checked_again_under_anoth
     assert "not well-formed (Namespace prefix dc on creator is not defined)" in same_verdict("rss", no_dc, checked)
 
 
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+def test_an_item_is_checked_under_the_namespaces_of_its_page_whatever_their_uris(fmt):
+    """Items are checked in a small document of their own with the page's namespaces in
+    scope: a URI with characters an attribute must escape still gives that context (the
+    item passes there and is remembered), and one the item needs but the page lacks
+    still refuses it."""
+    good = composed(fmt)
+    container = b"<channel>" if fmt == "rss" else b"<feed "
+    declared = b'<channel xmlns:zz="urn:x?a=1&amp;b=\'2\'">' if fmt == "rss" else b'<feed xmlns:zz="urn:x?a=1&amp;b=\'2\'" '
+    tag = b"<guid" if fmt == "rss" else b"<id>"
+    item = good.items[0].replace(tag, b"<zz:note>n</zz:note>" + tag, 1)
+    doc = dataclasses.replace(good, head=good.head.replace(container, declared, 1), items=(item,))
+    checked: set = set()
+    assert same_verdict(fmt, doc, checked) is None
+    assert len(checked) == 1
+    assert "Namespace prefix zz" in same_verdict(fmt, dataclasses.replace(good, items=(item,)), checked)
+
+
 @pytest.mark.parametrize("fmt", ["rss", "atom", "json"])
 def test_each_item_is_checked_once_per_run(fmt):
     articles = articles_with_the_seed()

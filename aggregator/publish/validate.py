@@ -46,6 +46,7 @@ Checks, by file name:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -85,13 +86,18 @@ def validate_composed(rel_path: str, doc: Composed, checked: set) -> None:
     their container) is checked as its envelope -- ``head + tail``, the page without items,
     which gets every check of a whole document -- and each item once per context:
 
-    - XML: the envelope with that item alone must parse and gain exactly one child in its
-      container (``<channel>`` / ``<feed>``), an ``item`` / ``entry``, and nothing else;
-      that child then gets the per-item checks. The item is thereby one balanced element,
-      so N of them side by side parse as N such elements. What an item's checks depend
-      on besides its own bytes is its context -- the namespaces in scope in the container
-      and (Atom) whether the feed has an author -- and an item's pass counts only for the
-      same context;
+    - XML: the item alone, in the smallest document that gives it its context (the
+      envelope's XML declaration and a container with the namespaces in scope in the
+      envelope's ``<channel>`` / ``<feed>``), must parse as exactly one child of that
+      container, an ``item`` / ``entry``, and nothing else; that child then gets the
+      per-item checks. The item is thereby one balanced element, so N of them side by
+      side parse as N such elements, in that envelope too (it has no DTD, so no entity
+      but XML's own can mean something else there). What an item's checks depend on
+      besides its own bytes is its context -- the XML declaration, the namespaces in
+      scope and (Atom) whether the feed has an author -- and an item's pass counts only
+      for the same context. (Checked inside the whole envelope instead, each item
+      parsed the envelope again: RSS + Atom of a 4,239-article cold publish 0.34 s CPU,
+      0.30 s this way.);
     - JSON: the array the head leaves open must be the envelope's ``items``, and each item
       one JSON object on its own that passes the per-item checks, the XML-character test
       included (no context: nothing outside an item changes what it means).
@@ -260,17 +266,16 @@ def _rss_item(item: etree._Element, number: int) -> None:
 
 
 def _composed_rss(doc: Composed, checked: set) -> None:
-    root, channel = _rss_feed(_composed_envelope(doc, _RSS_TAIL))
-    context = ("rss", _in_scope(channel))
+    channel = _rss_feed(_composed_envelope(doc, _RSS_TAIL))[1]
+    context = ("rss", _declaration(doc.head), _in_scope(channel))
     for item in doc.items:
         if (context, item) in checked:
             continue
-        alone = _xml(doc.head + item + doc.tail)
-        channels = alone.findall("channel")
-        if not (len(alone) == len(root) and len(channels) == 1 and len(channels[0]) == len(channel) + 1
-                and channels[0][-1].tag == "item"):
+        start, end = _wrapper(*context)
+        alone = _xml(start + item + end)
+        if not (len(alone) == 1 and len(alone[0]) == 1 and alone[0][0].tag == "item"):
             raise _Refused("an item is not one <item>")
-        _rss_item(channels[0][-1], 1)
+        _rss_item(alone[0][0], 1)
         checked.add((context, item))
 
 
@@ -331,15 +336,16 @@ def _atom_entry(entry: etree._Element, number: int, feed_author: bool) -> None:
 
 def _composed_atom(doc: Composed, checked: set) -> None:
     root, feed_author = _atom_feed(_composed_envelope(doc, _ATOM_TAIL))
-    context = ("atom", _in_scope(root), feed_author)
+    context = ("atom", _declaration(doc.head), _in_scope(root))
     for item in doc.items:
-        if (context, item) in checked:
+        if (context, feed_author, item) in checked:
             continue
-        alone = _xml(doc.head + item + doc.tail)
-        if not (len(alone) == len(root) + 1 and alone[-1].tag == _A + "entry"):
+        start, end = _wrapper(*context)
+        alone = _xml(start + item + end)
+        if not (len(alone) == 1 and alone[0].tag == _A + "entry"):
             raise _Refused("an item is not one <entry>")
-        _atom_entry(alone[-1], 1, feed_author)
-        checked.add((context, item))
+        _atom_entry(alone[0], 1, feed_author)
+        checked.add((context, feed_author, item))
 
 
 # --- JSON Feed ----------------------------------------------------------------------------
@@ -516,6 +522,39 @@ def _composed_envelope(doc: Composed, tail: bytes, *, separator: bytes = b"") ->
     if doc.tail != tail or doc.separator != separator:
         raise _Refused("not a document of our layout")
     return doc.head + doc.tail
+
+
+_HEAD_DECLARATION = re.compile(rb"<\?xml\s[^>]*?\?>")
+
+
+def _declaration(head: bytes) -> bytes:
+    """The XML declaration the head starts with (anything else is left to ``validate``)."""
+    found = _HEAD_DECLARATION.match(head)
+    if found is None:
+        raise _Refused("not a document of our layout")
+    return found.group()
+
+
+#: what a double-quoted attribute value cannot hold as is (whitespace: attribute values
+#: are normalised, a reference keeps the character)
+_ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
+                                    "\r": "&#13;"})
+
+
+@functools.lru_cache(maxsize=64)
+def _wrapper(kind: str, declaration: bytes, in_scope: tuple[tuple[str, str], ...]) -> tuple[bytes, bytes]:
+    """The smallest document that puts an item in its context: the same XML declaration,
+    and a container (RSS ``<rss><channel>``, Atom ``<feed>``) with the same namespaces in
+    scope. An item's verdict there is its verdict in the page (nothing else of the page
+    reaches into an item: no DTD, no entities but XML's own), and parsing it costs the
+    item's bytes only, not the page's envelope again for every item."""
+    declarations = "".join(f' xmlns{":" if prefix else ""}{prefix}="{uri.translate(_ATTRIBUTE_ESCAPES)}"'
+                           for prefix, uri in in_scope)
+    if kind == "rss":
+        start, end = f"<rss><channel{declarations}>", "</channel></rss>\n"
+    else:
+        start, end = f"<feed{declarations}>", "</feed>\n"
+    return declaration + b"\n" + start.encode("utf-8"), end.encode("utf-8")
 
 
 _COMPOSED: tuple[tuple[str, Callable[[Composed, set], None]], ...] = (
