@@ -227,14 +227,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if status not in (204, 304):
             self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
         if body and self.command != "HEAD" and status not in (204, 304):
+            self.end_headers()
+            self._answer_done()
             self.wfile.write(body)
+        else:
+            self._answer_done()
+            self.end_headers()
 
     def _serve(self, head: bool) -> None:
         srv = self.feed_server
         path = unquote(urlsplit(self.path).path)  # routes are registered unquoted
         headers = {k.lower(): v for k, v in self.headers.items()}
+        self._answered = False
         with srv._lock:
             srv.hits[path] += 1
             srv.requests.append(Recorded(self.command, self.path, headers, time.monotonic(), self.connection.getsockname()[0], self.client_address[:2]))
@@ -249,8 +254,17 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._static(route)
         finally:
-            with srv._lock:
-                srv.in_flight -= 1
+            self._answer_done()  # a handler that sent no response at all (closed, timed out)
+
+    def _answer_done(self) -> None:
+        """The request stops counting as in flight. ``send_body`` calls it just before its
+        last write, before the client can have the whole answer: a client that then sends
+        its next request on another connection must not find this one still counted (it
+        would be, for a moment, if it were counted down after the handler returns)."""
+        if not getattr(self, "_answered", True):
+            self._answered = True
+            with self.feed_server._lock:
+                self.feed_server.in_flight -= 1
 
     def _static(self, route: Route) -> None:
         etag = route.etag_value()
