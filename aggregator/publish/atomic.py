@@ -180,7 +180,7 @@ class AtomicBatch:
         staged, self._staged = self._staged, []
         folders, self._folders = self._folders, set()
         parents, self._parents = self._parents, set()
-        failed = _fsync_each(staged) if staged else {}
+        failed = _fsync_each(staged)
         for tmp_name, target in staged:
             if target not in failed:
                 try:
@@ -225,7 +225,8 @@ def _make_folder(folder: str) -> list[str]:
     return [os.path.dirname(m) for m in missing]
 
 
-def _each(fn: Callable[[str], object], items: Iterable[str]) -> None:
+def _each(fn: Callable, items: Iterable) -> None:
+    """``fn`` on every item, on up to ``WRITERS`` threads (each call mostly waits for the disk)."""
     items = list(items)
     if len(items) < 2:
         for item in items:
@@ -250,9 +251,7 @@ def _fsync_each(staged: list[tuple[str, str]]) -> dict[str, str]:
         except OSError as e:
             failed[target] = f"cannot write {target}: {e.strerror or e}"
 
-    with ThreadPoolExecutor(AtomicBatch.WRITERS, thread_name_prefix="publish-sync") as pool:
-        for _ in pool.map(sync, staged):
-            pass
+    _each(sync, staged)
     return failed
 
 
