@@ -12,7 +12,11 @@ the host limiter and a ``Retry-After`` date, or keep per-source state between ca
 cookie jar: cookies never persist, not even within one fetch; a source's ``Cookie``
 header is sent with its own requests only). The address policy, the deadline-bounded
 sockets and the bounded decoder live in ``aggregator.netguard``; per-host politeness
-(slots, gaps, the Retry-After penalty box) in ``aggregator.politeness``.
+(slots, gaps, the Retry-After penalty box) in ``aggregator.politeness``. Requests go
+straight to the target through ``aggregator.wire`` (http.client, kept-alive connections:
+a fifth of httpx's CPU per request); a source with a proxy goes through httpx, which
+speaks HTTP and SOCKS proxies. Both answer with the same attributes and raise httpx's
+exception classes, so everything below is written once.
 
 One ``Fetcher`` is shared by the worker threads of a cycle; ``fetch`` keeps all its state
 on the stack, and the connection pools and the host limiter are thread-safe.
@@ -20,6 +24,7 @@ on the stack, and the connection pools and the host limiter are thread-safe.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http
 import http.cookiejar
@@ -50,6 +55,7 @@ from .netguard import AddressBlocked, AddressPolicy, Resolver, UnsupportedCoding
 from .netguard import deadline_at, decode_stream, guarded_pool, is_blocked_address, system_resolver, vet_unresolved
 from .politeness import FETCHER_OWNED_HEADERS, HostLimiter, HostWaitTimeout, host_key, retry_after_seconds
 from .politeness import same_origin, seconds_text, source_headers
+from .wire import WirePool, WireResponse
 
 __all__ = ["ACCEPT", "FETCHER_OWNED_HEADERS", "Fetcher", "decode_stream", "host_key", "redact"]
 
@@ -76,7 +82,7 @@ class _Call:
     source: str | None
     deadline: float
     total: float  # the deadline in seconds, for messages
-    client: httpx.Client
+    client: httpx.Client | None  # None: straight to the target, through the wire pool
     via: str  # " via proxy <url>" (redacted) or ""
     user_agent: str | None
     extra: tuple[tuple[str, bytes], ...]  # the source's headers, for its own origin only
@@ -90,14 +96,16 @@ class Fetcher:
     (embedding, tests); ``ssl_context`` replaces the certifi-based default (a private CA).
     ``host_limits`` is ``(max_per_host, min_gap)`` or a :class:`HostLimiter` to share.
 
-    Each fetching thread has its own client (per distinct proxy), made on first use and
-    found again by the thread's name, so the pools of a cycle's "fetch_0".."fetch_7" are
-    those of the previous cycle's threads (their keep-alive connections are reused), and
-    their number stays bounded in a daemon. Why not one shared client: httpcore's pool
-    takes one lock per request and again per response close, and with eight threads on
-    it that lock was a fifth of a warm 10,000-source cycle's CPU (py-spy --gil: handing
-    it over, 358 of 1,864 samples). A name shared by two live threads only means
-    sharing a client, which is safe.
+    Direct requests share one :class:`wire.WirePool` (idle connections per origin, taken
+    and given back under a lock held for a dict operation), so keep-alive connections
+    outlive a cycle's threads and a daemon does not reconnect every cycle.
+
+    Proxied requests use httpx. Each fetching thread has its own client per proxy, made
+    on first use and found again by the thread's name, so the next cycle's threads reuse
+    the connections and their number stays bounded in a daemon (httpcore's pool takes one
+    lock per request and again per response close: shared by eight threads, that lock was
+    a fifth of a warm 10,000-source cycle's CPU). A name shared by two live threads only
+    means sharing a client, which is safe.
 
     A source with ``RequestOptions.proxy`` goes through that proxy. The SSRF guard then checks less: the proxy itself
     is operator-configured and not vetted (it may well be on loopback), and the target's
@@ -123,9 +131,14 @@ class Fetcher:
         self._resolver = resolver
         self._ssl_context = ssl_context or _LazySSLContext()
         self._max_connections = max_connections
-        self._clients: dict[tuple[str | None, str], httpx.Client] = {}
+        self._clients: dict[tuple[str, str], httpx.Client] = {}
         self._clients_lock = threading.Lock()
-        self._client(None)
+        self._wire = WirePool(self._policy, resolver, self._ssl_context, max_idle=max_connections)
+        self._default_headers = (
+            (b"Accept", ACCEPT.encode()),
+            (b"Accept-Encoding", ACCEPT_ENCODING.encode()),
+            (b"User-Agent", limits.user_agent.encode()),
+        )
 
     def __enter__(self) -> Fetcher:
         return self
@@ -138,6 +151,7 @@ class Fetcher:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
+        self._wire.close()
 
     def fetch(
         self,
@@ -164,16 +178,16 @@ class Fetcher:
         except ValueError as e:
             raise FetchError(f"cannot fetch {redact(url)}: {e}", source=source) from e
         first = _checked_url(url, url, source)
-        call = _Call(url, source, deadline, total, self._client(options.proxy, url, source), via,
-                     options.user_agent or header_ua, extra, first)  # fmt: skip
+        client = None if options.proxy is None else self._client(options.proxy, url, source)
+        call = _Call(url, source, deadline, total, client, via, options.user_agent or header_ua, extra, first)
         with deadline_at(deadline):
             return self._fetch(first, validators, call)
 
     # --- clients ---------------------------------------------------------------------
 
-    def _client(self, proxy: str | None, url: str = "", source: str | None = None) -> httpx.Client:
-        """The client for ``proxy`` (None: direct), made on first use; ``url``/``source``
-        only name the fetch in the error for an unusable proxy."""
+    def _client(self, proxy: str, url: str = "", source: str | None = None) -> httpx.Client:
+        """This thread's client for ``proxy``, made on first use; ``url``/``source`` only
+        name the fetch in the error for an unusable proxy."""
         key = (proxy, threading.current_thread().name)
         client = self._clients.get(key)  # a dict read is atomic; made once under the lock
         if client is None:
@@ -183,11 +197,10 @@ class Fetcher:
                     client = self._clients[key] = self._new_client(proxy, url, source)
         return client
 
-    def _new_client(self, proxy: str | None, url: str, source: str | None) -> httpx.Client:
+    def _new_client(self, proxy: str, url: str, source: str | None) -> httpx.Client:
         # the proxy is the operator's choice: not vetted, but still deadline-bound
-        policy = self._policy if proxy is None else None
         try:
-            pool = guarded_pool(proxy, policy, self._resolver, self._ssl_context, self._max_connections)
+            pool = guarded_pool(proxy, None, self._resolver, self._ssl_context, self._max_connections)
         except (ValueError, TypeError, ImportError, httpx.InvalidURL) as e:
             why = "expected an http(s):// or socks5(h):// URL"
             if isinstance(e, ImportError):
@@ -219,7 +232,7 @@ class Fetcher:
             headers.append(("If-Modified-Since", validators.last_modified))
         if call.user_agent:
             headers.append(("User-Agent", call.user_agent))
-        seen = {current.copy_with(fragment=None)}
+        seen: set[httpx.URL] = set()  # the URLs visited, without fragments; filled on the first redirect
         hops: list[int] = []  # the status of each redirect followed
         while True:
             host = host_key(current)
@@ -229,9 +242,15 @@ class Fetcher:
                 if call.via and self._policy is not None:
                     vet_unresolved(current.host, self._policy)  # all we can see through a proxy
                 sent = headers + list(call.extra) if same_origin(call.origin, current) else headers
-                timeout = self._timeout(call)
-                request = call.client.build_request("GET", current, headers=sent, timeout=timeout)
-                response = call.client.send(request, stream=True)
+                connect, read = self._timeouts(call)
+                response: httpx.Response | WireResponse
+                if call.client is None:
+                    wire_headers = self._wire_headers(sent, current)
+                    response = self._wire.get(current, wire_headers, connect_timeout=connect, read_timeout=read)
+                else:
+                    timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+                    request = call.client.build_request("GET", current, headers=sent, timeout=timeout)
+                    response = call.client.send(request, stream=True)
                 try:
                     target = self._redirect(response, seen, hops, call)
                     if target is None:
@@ -256,6 +275,8 @@ class Fetcher:
         here, url = response.url, call.url
         target = _checked_url(here.join(location), here, call.source)
         hops.append(response.status_code)
+        if not seen:
+            seen.add(here.copy_with(fragment=None))
         key = target.copy_with(fragment=None)
         if key in seen:
             raise TooManyRedirectsError(
@@ -302,14 +323,26 @@ class Fetcher:
             permanent_url=final if hops and set(hops) <= _PERMANENT else None,
         )
 
-    def _timeout(self, call: _Call) -> httpx.Timeout:
-        """The per-operation timeouts, none longer than the time left."""
+    def _timeouts(self, call: _Call) -> tuple[float, float]:
+        """The connect and read (also write) timeouts, neither longer than the time left."""
         left = call.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError_(_deadline_text(call.total, call.url), source=call.source)
-        connect = min(self.limits.connect_timeout, left)
-        read = min(self.limits.read_timeout, left)
-        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+        return min(self.limits.connect_timeout, left), min(self.limits.read_timeout, left)
+
+    def _wire_headers(self, sent: list[tuple[str, str | bytes]], url: httpx.URL) -> list[tuple[bytes, bytes]]:
+        """The headers httpx would send for ``sent`` (Host aside, which ``wire`` adds):
+        the fetcher's defaults unless ``sent`` names them, then ``sent``, then Basic
+        credentials from the URL's userinfo, replacing any other Authorization."""
+        names = {name.lower() for name, _ in sent}
+        out = [(name, value) for name, value in self._default_headers if name.decode().lower() not in names]
+        for name, value in sent:
+            out.append((name.encode("ascii"), value if isinstance(value, bytes) else value.encode("utf-8")))
+        if url.userinfo:
+            token = base64.b64encode(f"{url.username}:{url.password}".encode())
+            out = [(name, value) for name, value in out if name.lower() != b"authorization"]
+            out.append((b"Authorization", b"Basic " + token))
+        return out
 
 
 # --- helpers (pure unless noted) -----------------------------------------------------

@@ -1,4 +1,8 @@
-"""The network layer under httpx: which addresses we may reach, and for how long.
+"""The network layer under both fetch paths: which addresses we may reach, and for how long.
+
+``wire`` (direct requests, http.client) connects through :func:`vetted_addresses` and
+bounds every socket operation with :func:`clip`; httpx (proxied requests) gets the same
+through the httpcore backend below.
 
 Owns the SSRF address policy (:func:`is_blocked_address`, a pure function), name
 resolution, and an ``httpcore`` network backend (:class:`GuardedBackend`) that resolves
@@ -164,8 +168,9 @@ def deadline_at(when: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
-def _clip(timeout: float | None, exc: type[Exception]) -> float | None:
-    """``timeout`` shortened to the time left before the deadline; raise ``exc`` if none."""
+def clip(timeout: float | None, exc: type[Exception]) -> float | None:
+    """``timeout`` shortened to the time left before this thread's deadline (set with
+    :func:`deadline_at`); raise ``exc`` if none is left."""
     deadline = _DEADLINE.get()
     if deadline is None:
         return timeout
@@ -182,10 +187,10 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _clip(timeout, httpcore.ReadTimeout))
+        return self._inner.read(max_bytes, clip(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _clip(timeout, httpcore.WriteTimeout))
+        self._inner.write(buffer, clip(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._inner.close()
@@ -197,7 +202,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         inner = self._inner.start_tls(
-            ssl_context, server_hostname, _clip(timeout, httpcore.ConnectTimeout)
+            ssl_context, server_hostname, clip(timeout, httpcore.ConnectTimeout)
         )
         return _DeadlineStream(inner)
 
@@ -224,12 +229,35 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class GuardedBackend(httpcore.NetworkBackend):
-    """Resolve, vet every address with ``policy`` (None = allow all), connect to an IP.
+class Unresolvable(Exception):
+    """``host`` has no address we could use; the text says why ("cannot resolve ...")."""
 
-    A name with *any* refused address is refused as a whole: a public name has no reason
-    to also point into private space, and rebinding attacks rely on mixed answers.
-    """
+
+def vetted_addresses(host: str, port: int, policy: AddressPolicy | None, resolver: Resolver) -> list[IPAddress]:
+    """Every address of ``host``, in the order to try them, all allowed by ``policy``
+    (None = allow all). Raises :class:`Unresolvable`, or :class:`AddressBlocked` when
+    *any* address is refused: a public name has no reason to also point into private
+    space, and rebinding attacks rely on mixed answers. Both connection paths (httpcore's
+    backend below, ``wire`` for direct requests) connect only to what this returns."""
+    try:
+        # getaddrinfo cannot be interrupted: a hanging DNS server can outlast the
+        # deadline by the resolver's own timeout (resolv.conf), not more.
+        addresses = [ipaddress.ip_address(a) for a in resolver(host, port)]
+    except (OSError, UnicodeError) as e:
+        raise Unresolvable(f"cannot resolve {host}: {e}") from e
+    if not addresses:
+        raise Unresolvable(f"cannot resolve {host}: no address")
+    if policy is not None:
+        for ip in addresses:
+            reason = policy(ip)
+            if reason:
+                raise AddressBlocked(host, str(ip), reason)
+    return addresses
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """Resolve, vet every address with ``policy`` (None = allow all; see
+    :func:`vetted_addresses`), connect to an IP."""
 
     def __init__(self, policy: AddressPolicy | None, resolver: Resolver = system_resolver):
         self._policy = policy
@@ -244,20 +272,11 @@ class GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        _clip(timeout, httpcore.ConnectTimeout)  # fail fast when already out of time
+        clip(timeout, httpcore.ConnectTimeout)  # fail fast when already out of time
         try:
-            # getaddrinfo cannot be interrupted: a hanging DNS server can outlast the
-            # deadline by the resolver's own timeout (resolv.conf), not more.
-            addresses = [ipaddress.ip_address(a) for a in self._resolver(host, port)]
-        except (OSError, UnicodeError) as e:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {e}") from e
-        if not addresses:
-            raise httpcore.ConnectError(f"cannot resolve {host}: no address")
-        if self._policy is not None:
-            for ip in addresses:
-                reason = self._policy(ip)
-                if reason:
-                    raise AddressBlocked(host, str(ip), reason)
+            addresses = vetted_addresses(host, port, self._policy, self._resolver)
+        except Unresolvable as e:
+            raise httpcore.ConnectError(str(e)) from e.__cause__
 
         failure: Exception | None = None
         for ip in addresses:
@@ -266,7 +285,7 @@ class GuardedBackend(httpcore.NetworkBackend):
                 stream = self._sockets.connect_tcp(
                     str(ip),
                     port,
-                    timeout=_clip(timeout, httpcore.ConnectTimeout),
+                    timeout=clip(timeout, httpcore.ConnectTimeout),
                     local_address=local_address,
                     socket_options=socket_options,
                 )

@@ -19,6 +19,7 @@ output (``publish``). The clock is read in one place (``utcnow``) and passed dow
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -33,7 +34,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError, PublishError
@@ -77,6 +78,28 @@ class _Outcome:
     same_body: bool = False
     error: AggregatorError | None = None
     served_by: str | None = None  # the RSSHub instance that answered an rsshub:// route
+
+
+class _Done:
+    """A fetch thread's finished call, read like a Future's ``result()`` by the cycle."""
+
+    __slots__ = ("_value", "_error")
+
+    def __init__(self, value: Any, error: BaseException | None):
+        self._value = value
+        self._error = error
+
+    @classmethod
+    def of(cls, call: Callable[..., Any], *args: Any) -> _Done:
+        try:
+            return cls(call(*args), None)
+        except BaseException as e:  # raised again on the cycle's thread, as a Future would
+            return cls(None, e)
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _Pending:
@@ -205,8 +228,13 @@ class Pipeline:
             todo: list[Source] = []
             now = self.clock()
             started = time.monotonic()
+            # one read for a whole cycle, not a transaction (and two file locks) per source
+            known = store.source_states() if len(sources) > 16 else None
             for src in sources:
-                state = store.source_state(src.name)
+                if known is None:
+                    state = store.source_state(src.name)
+                else:
+                    state = known.get(src.name) or SourceState(name=src.name)
                 if state.url and state.url != src.url:
                     # The operator changed the URL in config.toml: a new start for it.
                     store.reset_source(src.name, src.url)
@@ -225,9 +253,13 @@ class Pipeline:
             # thousands of bodies in memory at once.
             slots = threading.BoundedSemaphore(max(MIN_BODIES_IN_FLIGHT, 4 * (os.cpu_count() or 1)))
 
-            def fetch_one(source: Source) -> _Outcome:
+            stopping = threading.Event()  # the cycle's loop failed: fetch nothing more
+
+            def fetch_one(source: Source) -> _Outcome | None:
                 state = states[source.name]
-                slots.acquire()
+                while not slots.acquire(timeout=0.5):
+                    if stopping.is_set():  # nobody will release a slot any more
+                        return None
                 served_by = None
                 try:
                     if is_route(source.url):
@@ -297,52 +329,73 @@ class Pipeline:
             # Fetch threads and parse workers report here when they finish: the loop wakes once
             # per event and looks only at the (bounded) bodies in flight, never at every
             # source's future (waiting on all of them is quadratic at 10,000 sources).
-            events: queue.SimpleQueue[tuple[bool, Future]] = queue.SimpleQueue()
+            events: queue.SimpleQueue[tuple[bool, Future | _Done]] = queue.SimpleQueue()
             served: dict[str, str | None] = {}  # the RSSHub instance that answered, per source
-            with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
-                for s in todo:
-                    threads.submit(fetch_one, s).add_done_callback(lambda f: events.put((True, f)))
-                fetching = len(todo)
-                while fetching or pending:
+            queued: queue.SimpleQueue[Source] = queue.SimpleQueue()
+            for s in todo:
+                queued.put(s)
+
+            def fetch_all() -> None:
+                """One fetch thread: sources from the queue until it is empty (one task per
+                thread, not a Future per source: 10,000 Futures were a tenth of a warm cycle)."""
+                while True:
                     try:
-                        was_fetch, future = events.get(timeout=PARSE_TIMEOUT)
-                    except queue.Empty:  # a parse stuck past its limit: finish() times it out
-                        finish(block=True)
-                        continue
-                    if was_fetch:
-                        fetching -= 1
-                        outcome = future.result()
-                        src, state, now = outcome.source, states[outcome.source.name], self.clock()
-                        served[src.name] = outcome.served_by
-                        before = len(results)
-                        if outcome.error is not None:
-                            slots.release()
-                            results.append(self._failed(store, src, state, outcome.error, now))
-                        elif outcome.not_modified is not None or outcome.same_body:
-                            slots.release()
-                            got = outcome.not_modified or outcome.fetched
-                            moved = self._moved(src, state, got.permanent_url)
-                            hints = (state.ttl_minutes, state.update_period, state.update_frequency)
-                            next_at = self._next(src, now, Outcome("not-modified", headers=got.headers,
-                                                                   ttl_minutes=hints[0], update_period=hints[1],
-                                                                   update_frequency=hints[2]))
-                            # batched: one commit for many 304s (flushed below and at the end)
-                            unchanged.append((src.name, src.url, dict(now=now, validators=got.validators,
-                                                                      body_hash=None, next_poll=next_at,
-                                                                      moved_to=moved, served_by=outcome.served_by)))
-                            results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at,
-                                                        moved_to=moved))
-                        else:
-                            f = outcome.fetched
-                            parsing = self._submit(f.body, f.headers, f.final_url, src)
-                            pending.append(_Pending(src, f, parsing))
-                            parsing.add_done_callback(lambda f: events.put((False, f)))
-                        if on_result and len(results) > before:
-                            on_result(results[-1])
-                        if len(unchanged) >= UNCHANGED_BATCH:
-                            store.record_successes(unchanged)
-                            unchanged.clear()
-                    finish(block=False)
+                        source = queued.get_nowait()
+                    except queue.Empty:
+                        return
+                    events.put((True, _Done.of(fetch_one, source)))
+
+            with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="fetch") as threads:
+                for _ in range(min(self.config.concurrency, len(todo))):
+                    threads.submit(fetch_all)
+                fetching = len(todo)
+                try:
+                    while fetching or pending:
+                        try:
+                            was_fetch, future = events.get(timeout=PARSE_TIMEOUT)
+                        except queue.Empty:  # a parse stuck past its limit: finish() times it out
+                            finish(block=True)
+                            continue
+                        if was_fetch:
+                            fetching -= 1
+                            outcome = future.result()
+                            src, state, now = outcome.source, states[outcome.source.name], self.clock()
+                            served[src.name] = outcome.served_by
+                            before = len(results)
+                            if outcome.error is not None:
+                                slots.release()
+                                results.append(self._failed(store, src, state, outcome.error, now))
+                            elif outcome.not_modified is not None or outcome.same_body:
+                                slots.release()
+                                got = outcome.not_modified or outcome.fetched
+                                moved = self._moved(src, state, got.permanent_url)
+                                hints = (state.ttl_minutes, state.update_period, state.update_frequency)
+                                next_at = self._next(src, now, Outcome("not-modified", headers=got.headers,
+                                                                       ttl_minutes=hints[0], update_period=hints[1],
+                                                                       update_frequency=hints[2]))
+                                # batched: one commit for many 304s (flushed below and at the end)
+                                unchanged.append((src.name, src.url, dict(now=now, validators=got.validators,
+                                                                          body_hash=None, next_poll=next_at,
+                                                                          moved_to=moved, served_by=outcome.served_by)))
+                                results.append(SourceResult(source=src.name, not_modified=True, next_poll=next_at,
+                                                            moved_to=moved))
+                            else:
+                                f = outcome.fetched
+                                parsing = self._submit(f.body, f.headers, f.final_url, src)
+                                pending.append(_Pending(src, f, parsing))
+                                parsing.add_done_callback(lambda f: events.put((False, f)))
+                            if on_result and len(results) > before:
+                                on_result(results[-1])
+                            if len(unchanged) >= UNCHANGED_BATCH:
+                                store.record_successes(unchanged)
+                                unchanged.clear()
+                        finish(block=False)
+                except BaseException:  # the fetch threads stop after their current source
+                    stopping.set()
+                    while not queued.empty():
+                        with contextlib.suppress(queue.Empty):
+                            queued.get_nowait()
+                    raise
 
             store.record_successes(unchanged)
             finish(block=True)

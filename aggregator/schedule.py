@@ -282,11 +282,15 @@ def cache_floor(headers: Headers, now: datetime, ttl_minutes: int | None = None,
 # --- the decision ----------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _unit(key: str, now: datetime) -> float:
     """A number in [0, 1) fixed by (key, instant): sha256 rather than hash(), which is
     salted per process. The instant is taken in UTC microseconds so that the same moment
     in another timezone gives the same value."""
-    micros = (now - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    delta = now - _EPOCH
+    micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
     digest = hashlib.sha256(f"{key}\x00{micros}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 

@@ -35,7 +35,10 @@ _ARTICLE_COLUMNS = (
 
 
 def to_iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = dt.astimezone(timezone.utc)
+    if utc.year < 1000:  # strftime's %Y does not pad; isoformat would
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def from_iso(text: str) -> datetime:

@@ -992,12 +992,11 @@ def test_unwanted_bodies_are_read_so_the_connection_is_reused(fetcher):
     assert len(peers) == 8 and len(set(peers)) == 1, peers
 
 
-def test_each_fetch_thread_keeps_its_connection_across_cycles(fetcher):
-    """Every fetching thread has its own client (a shared httpcore pool's lock was a fifth
-    of a warm 10,000-source cycle's CPU), found again by the thread's name: a thread's
-    requests all go over one keep-alive connection, and the next cycle's "fetch_0".."fetch_2"
-    reuse the previous cycle's, so a daemon neither reconnects every cycle nor grows a
-    client per cycle. (With one shared pool, a thread takes whichever connection is idle.)"""
+def test_kept_connections_outlive_the_cycles_threads(fetcher):
+    """Direct requests share one pool of idle connections, so a cycle's threads reuse the
+    connections the previous cycle's threads left: three cycles of three threads make
+    90 requests over at most three connections (one per thread busy at once), and a
+    daemon neither reconnects every cycle nor grows its connections."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -1009,11 +1008,13 @@ def test_each_fetch_thread_keeps_its_connection_across_cycles(fetcher):
         srv.add("/feed", RSS, etag='"v1"')
         validators = fetcher.fetch(srv.url("/feed")).validators
         start = len(srv.requests)
+        peers_by_cycle = []
         for _cycle in range(3):
             with ThreadPoolExecutor(3, thread_name_prefix="fetch") as threads:
                 assert all(isinstance(g, NotModified) for g in threads.map(one, range(30)))
-        served = [(r.headers["x-thread"], r.peer) for r in srv.requests[start:]]
-    assert len(served) == 90
-    by_thread = {name: {peer for n, peer in served if n == name} for name, _ in served}
-    assert set(by_thread) <= {"fetch_0", "fetch_1", "fetch_2"}
-    assert all(len(peers) == 1 for peers in by_thread.values()), by_thread
+            peers_by_cycle.append({r.peer for r in srv.requests[start:]})
+            start = len(srv.requests)
+        assert sum(srv.hits.values()) == 91
+    everything = set().union(*peers_by_cycle)
+    assert len(everything) <= 3, peers_by_cycle
+    assert peers_by_cycle[2] <= peers_by_cycle[0] | peers_by_cycle[1]  # no new connection in the last cycle

@@ -484,3 +484,20 @@ def test_describe(seconds, text):
 
 def test_describe_of_a_real_decision():
     assert describe(next_poll(NOW, 900, err(3), key="k", policy=P0), NOW) == "in 1h"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
+                    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-9, minutes=-30)),
+                                               timezone(timedelta(hours=14))])),
+       st.text(max_size=20))
+def test_jitter_unit_is_the_sha256_of_key_and_utc_microseconds(now, key):
+    """The jitter draw is pinned to its definition (sha256 of the key and the instant in
+    UTC microseconds), whatever arithmetic computes the microseconds."""
+    import hashlib
+
+    from aggregator.schedule import _unit
+
+    micros = (now - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    digest = hashlib.sha256(f"{key}\x00{micros}".encode("utf-8", "surrogatepass")).digest()
+    assert _unit(key, now) == int.from_bytes(digest[:8], "big") / 2**64

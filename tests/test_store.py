@@ -299,3 +299,24 @@ def test_readonly_store_never_creates_migrates_or_writes(tmp_path):
     with pytest.raises(StoreError, match="schema 5"):
         Store(path, readonly=True)
     assert path.read_bytes() == before
+
+
+def test_to_iso_is_utc_seconds_with_z_for_every_year():
+    """to_iso writes what strftime("%Y-%m-%dT%H:%M:%SZ") of the UTC time writes (the
+    stored format), years before 1000 included."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from aggregator.store import from_iso, to_iso
+
+    zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=45)), timezone(timedelta(hours=-12))])
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=zones))
+    def check(dt):
+        text = to_iso(dt)
+        assert text == dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if dt.astimezone(timezone.utc).year >= 1000:
+            assert from_iso(text) == dt.replace(microsecond=0)
+
+    check()
