@@ -376,13 +376,14 @@ class _Connection(http.client.HTTPConnection):
         """False when the idle connection was closed by the server (or it sent anything
         unasked: either way it cannot carry the next answer)."""
         sock = self.sock
-        if sock is None or sock.spoiled:
+        if sock is None or sock.spoiled or sock.pending():
             return False
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            poller = select.poll()  # not select(): no limit on the descriptor's number
+            poller.register(sock.fileno(), select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
 
 class _DeadlineSocket:
@@ -410,6 +411,11 @@ class _DeadlineSocket:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def pending(self) -> int:
+        """Bytes TLS has decrypted and not handed out (0 for plain TCP)."""
+        pending = getattr(self._sock, "pending", None)
+        return pending() if pending is not None else 0
 
     def sendall(self, data: bytes) -> None:
         self._limit(httpx.WriteTimeout)

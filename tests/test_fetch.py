@@ -681,6 +681,8 @@ def test_https_uses_the_host_name_for_sni_and_verification(tls_files):
         with Fetcher(limits(allow_private_networks=False), resolver=resolve, address_policy=allowing("127.0.0.1"), ssl_context=client_ctx) as f:
             got = f.fetch(srv.url("/feed.xml", host="feed.example"))
             assert got.body == RSS and got.final_url.startswith("https://feed.example:")
+            assert isinstance(f.fetch(srv.url("/feed.xml", host="feed.example"), got.validators), NotModified)
+            assert len({r.peer for r in srv.requests}) == 1  # the TLS connection was kept
             with pytest.raises(NetworkError, match="(?i)certificate"):  # right IP, wrong name
                 f.fetch(srv.url("/feed.xml"))
     assert seen_sni[0] == "feed.example"
