@@ -142,6 +142,7 @@ class _Idle:
         self._conns: dict[_Key, list[tuple[float, _Connection]]] = {}
         self._count = 0
         self._lock = threading.Lock()  # uncontended unless two live threads share a name
+        self._closed = False  # the fetcher was closed: a connection given back is closed
 
     def take(self, key: _Key) -> _Connection | None:
         now = time.monotonic()
@@ -163,8 +164,11 @@ class _Idle:
     def give_back(self, conn: _Connection) -> None:
         evicted = None
         with self._lock:
-            self._conns.setdefault(conn.key, []).append((time.monotonic(), conn))
-            self._count += 1
+            if self._closed:
+                evicted = conn
+            else:
+                self._conns.setdefault(conn.key, []).append((time.monotonic(), conn))
+                self._count += 1
             if self._count > self._max:  # the longest idle goes
                 _, key = min((conns[0][0], key) for key, conns in self._conns.items() if conns)
                 evicted = self._conns[key].pop(0)[1]
@@ -174,7 +178,7 @@ class _Idle:
 
     def close(self) -> None:
         with self._lock:
-            conns, self._conns, self._count = self._conns, {}, 0
+            conns, self._conns, self._count, self._closed = self._conns, {}, 0, True
         for row in conns.values():
             for _, conn in row:
                 conn.close()
@@ -248,10 +252,14 @@ class _Head:
     @classmethod
     def read(cls, fp: Any) -> _Head:
         fields: list[tuple[bytes, bytes]] = []
-        for count in range(_MAX_FIELDS + 2):
+        size = 0
+        for _ in range(_MAX_FIELDS + 2):
             line = fp.readline(_MAX_LINE + 1)
             if len(line) > _MAX_LINE:
                 raise http.client.LineTooLong("header line")
+            size += len(line)
+            if size > _MAX_HEAD:
+                raise http.client.HTTPException(f"header section over {_MAX_HEAD} bytes")
             if line in (b"\r\n", b"\n", b""):
                 return cls(fields)
             if line[:1] in (b" ", b"\t"):
@@ -263,6 +271,10 @@ class _Head:
             if colon:
                 fields.append((name.strip(), value.strip()))
         raise http.client.HTTPException(f"got more than {_MAX_FIELDS} headers")
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of field ``name`` (lower-case), in order."""
+        return [value for field, value in self.fields if field.lower() == name]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         key = name.encode("latin-1").lower()
@@ -277,21 +289,28 @@ class _Head:
 
 _MAX_LINE = 65536  # http.client's limits, kept
 _MAX_FIELDS = 100
+_MAX_HEAD = 65536  # the whole header section (h11, our earlier parser, allowed 16 KiB)
+_LENGTH_DIGITS = 20
 
 
 class _Response(http.client.HTTPResponse):
-    """http.client's response (body framing: length, chunked, to the close), with the
-    head read by :class:`_Head`: http.client parses header fields with the ``email``
-    package, a tenth of a warm cycle's CPU; the framing decisions below are its own."""
+    """http.client's response (it reads the body: by length, chunked, or to the close),
+    with the head read by :class:`_Head` (http.client parses header fields with the
+    ``email`` package, a tenth of a warm cycle's CPU) and the framing rules of h11, the
+    parser under httpx: interim 1xx answers skipped, only ``Transfer-Encoding: chunked``,
+    Content-Length digits only and never two different ones (a length two parties read
+    differently is how answers get smuggled)."""
 
     def begin(self) -> None:
         if self.headers is not None:
             return
         while True:
             version, status, reason = self._read_status()  # type: ignore[attr-defined]
-            if status != http.client.CONTINUE:
+            if not 100 <= status < 200:
                 break
-            _Head.read(self.fp)  # an interim 100's fields, skipped
+            if status == 101:  # we never ask to switch protocols
+                raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
+            _Head.read(self.fp)  # an interim answer (100 Continue, 103 Early Hints): skipped
         self.code = self.status = status
         self.reason = reason.strip()
         if version in ("HTTP/1.0", "HTTP/0.9"):
@@ -300,16 +319,25 @@ class _Response(http.client.HTTPResponse):
             self.version = 11
         else:
             raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = _Head.read(self.fp)  # type: ignore[assignment]
-        coding = self.headers.get("transfer-encoding")
-        self.chunked = bool(coding) and coding.lower() == "chunked"  # type: ignore[union-attr]
+        head = _Head.read(self.fp)
+        self.headers = self.msg = head  # type: ignore[assignment]
+        codings = head.values(b"transfer-encoding")
+        if len(codings) > 1 or (codings and codings[0].lower() != b"chunked"):
+            raise httpx.RemoteProtocolError("only Transfer-Encoding: chunked is supported")
+        self.chunked = bool(codings)
         self.chunk_left = None
         self.will_close = self._check_close()  # type: ignore[attr-defined]
+        lengths = {part.strip() for value in head.values(b"content-length") for part in value.split(b",")}
+        if len(lengths) > 1:
+            raise httpx.RemoteProtocolError("conflicting Content-Length headers")
         self.length = None
-        length = self.headers.get("content-length")
-        if length and length.isascii() and length.isdigit() and not self.chunked:
-            self.length = int(length)  # anything else ("+5", "1_0", "5, 5"): read to the close
-        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
+        if lengths:
+            length = lengths.pop()
+            if not (length.isdigit() and len(length) <= _LENGTH_DIGITS):
+                raise httpx.RemoteProtocolError("bad Content-Length")
+            if not self.chunked:  # chunked framing beats a length
+                self.length = int(length)
+        if status in (204, 304) or self._method == "HEAD":  # type: ignore[attr-defined]
             self.length = 0
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True  # no framing: the body ends when the connection does

@@ -189,3 +189,78 @@ def test_idle_connections_past_their_expiry_are_not_reused():
             assert f.fetch(srv.url()).body == RSS
             assert f.fetch(srv.url()).body == b"<rss>second</rss>"
         assert [index for index, _ in srv.requests] == [0, 1]
+
+
+def test_interim_answers_are_skipped(fetcher):
+    """103 Early Hints and 100 Continue come before the answer; their fields are not the
+    answer's."""
+    interim = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+               b"HTTP/1.1 100 Continue\r\n\r\n")
+    with Scripted([[interim + answer(head=b'ETag: "e"\r\n')]]) as srv:
+        got = fetcher.fetch(srv.url())
+    assert got.status == 200 and got.body == RSS and got.validators.etag == '"e"'
+    assert all(name.lower() != "link" for name, _ in got.headers)
+
+
+@pytest.mark.parametrize("head, why", [
+    (b"Transfer-Encoding: gzip, chunked\r\n", "only Transfer-Encoding: chunked"),
+    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "only Transfer-Encoding: chunked"),
+    (b"Content-Length: 3\r\n", "conflicting Content-Length"),
+    (b"Content-Length: 1, 2\r\n", "conflicting Content-Length"),
+])
+def test_framing_two_parties_could_read_differently_is_refused(fetcher, head, why):
+    """The rules of h11, the parser under httpx: a body whose end depends on which
+    header one believes is refused, not guessed."""
+    with Scripted([[answer(head=head)]]) as srv:
+        with pytest.raises(NetworkError, match=why):
+            fetcher.fetch(srv.url(), source="s")
+
+
+@pytest.mark.parametrize("value, why", [(b"+5", "bad Content-Length"), (b"1_0", "bad Content-Length"),
+                                        (b"9" * 21, "bad Content-Length")])
+def test_a_length_that_is_not_digits_is_refused(fetcher, value, why):
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n" + RSS
+    with Scripted([[raw]]) as srv:
+        with pytest.raises(NetworkError, match=why):
+            fetcher.fetch(srv.url(), source="s")
+
+
+def test_a_repeated_identical_length_is_one_length(fetcher):
+    n = len(RSS)
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d, %d\r\nContent-Length: %d\r\n\r\n" % (n, n, n) + RSS
+    with Scripted([[raw, answer(b"<rss>second</rss>")]]) as srv:
+        assert fetcher.fetch(srv.url()).body == RSS
+        assert fetcher.fetch(srv.url()).body == b"<rss>second</rss>"
+    assert [index for index, _ in srv.requests] == [0, 0]
+
+
+def test_a_header_section_over_64_kib_is_refused(fetcher):
+    head = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(70))  # 70 fields, none long
+    with Scripted([[answer(head=head)]]) as srv:
+        with pytest.raises(NetworkError, match="header section over 65536 bytes"):
+            fetcher.fetch(srv.url(), source="s")
+
+
+def test_switching_protocols_is_refused(fetcher):
+    with Scripted([[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"]]) as srv:
+        with pytest.raises(NetworkError, match="101"):
+            fetcher.fetch(srv.url(), source="s")
+
+
+def test_a_connection_in_use_when_the_fetcher_closes_is_closed_after_its_answer():
+    """Closing the fetcher closes its idle connections, and one that was carrying an
+    answer then is closed when that answer ends instead of going back to the pool."""
+    import httpx
+
+    limits = FetchLimits(user_agent=UA, allow_private_networks=True, deadline=5.0)
+    f = Fetcher(limits)
+    with Scripted([[answer(), answer()], [answer()]]) as srv:
+        assert f.fetch(srv.url()).body == RSS  # leaves one idle connection
+        idle = f._wire._pool()
+        response = f._wire.get(httpx.URL(srv.url()), [], connect_timeout=5, read_timeout=5)  # takes it
+        conn = response._conn
+        f.close()
+        assert b"".join(response.iter_raw()) == RSS
+        response.close()
+        assert conn.sock is None  # closed, not given back
+        assert idle.take(("http", "127.0.0.1", srv.port)) is None
