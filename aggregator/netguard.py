@@ -39,10 +39,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 
+T = TypeVar("T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: ``(host, port) -> addresses`` as strings, in the order to try them.
 Resolver = Callable[[str, int], Sequence[str]]
@@ -255,6 +256,23 @@ def vetted_addresses(host: str, port: int, policy: AddressPolicy | None, resolve
     return addresses
 
 
+def connect_vetted(host: str, port: int, policy: AddressPolicy | None, resolver: Resolver,
+                   connect: Callable[[str], T], refused: type[Exception]) -> T:
+    """``connect(ip)`` to each of :func:`vetted_addresses` in turn (a numeric host: no
+    second DNS lookup), the first that succeeds; ``refused`` (refused, unreachable) moves
+    on to the next address, and the last one's is raised. Raises what
+    :func:`vetted_addresses` raises, and whatever else ``connect`` raises (a timeout
+    does not try the next address: the deadline is shared)."""
+    failure: Exception | None = None
+    for ip in vetted_addresses(host, port, policy, resolver):
+        try:
+            return connect(str(ip))
+        except refused as e:
+            failure = e
+    assert failure is not None  # vetted_addresses never returns an empty list
+    raise failure
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """Resolve, vet every address with ``policy`` (None = allow all; see
     :func:`vetted_addresses`), connect to an IP."""
@@ -273,28 +291,15 @@ class GuardedBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         clip(timeout, httpcore.ConnectTimeout)  # fail fast when already out of time
+
+        def connect(ip: str) -> httpcore.NetworkStream:
+            return self._sockets.connect_tcp(ip, port, timeout=clip(timeout, httpcore.ConnectTimeout),
+                                             local_address=local_address, socket_options=socket_options)
+
         try:
-            addresses = vetted_addresses(host, port, self._policy, self._resolver)
+            return _DeadlineStream(connect_vetted(host, port, self._policy, self._resolver, connect, httpcore.ConnectError))
         except Unresolvable as e:
             raise httpcore.ConnectError(str(e)) from e.__cause__
-
-        failure: Exception | None = None
-        for ip in addresses:
-            try:
-                # a numeric host: create_connection does no second DNS lookup
-                stream = self._sockets.connect_tcp(
-                    str(ip),
-                    port,
-                    timeout=clip(timeout, httpcore.ConnectTimeout),
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as e:
-                failure = e  # refused/unreachable: try the next address
-                continue
-            return _DeadlineStream(stream)
-        assert failure is not None
-        raise failure
 
     def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("unix sockets are not used by the fetcher")

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from .netguard import AddressPolicy, Resolver, Unresolvable, clip, vetted_addresses
+from .netguard import AddressPolicy, Resolver, Unresolvable, clip, connect_vetted
 
 __all__ = ["WirePool", "WireResponse"]
 
@@ -364,24 +364,19 @@ class _Connection(http.client.HTTPConnection):
         scheme, host, port = self.key
         pool = self._pool
         clip(self._connect_timeout, httpx.ConnectTimeout)
+
+        def open_socket(ip: str) -> socket.socket:
+            try:
+                return socket.create_connection((ip, port), clip(self._connect_timeout, httpx.ConnectTimeout))
+            except TimeoutError as e:  # not OSError for connect_vetted: no next address
+                raise httpx.ConnectTimeout(str(e) or "timed out") from e
+
         try:
-            addresses = vetted_addresses(host, port, pool._policy, pool._resolver)
+            sock = connect_vetted(host, port, pool._policy, pool._resolver, open_socket, OSError)
         except Unresolvable as e:
             raise httpx.ConnectError(str(e)) from e.__cause__
-        failure: OSError | None = None
-        for ip in addresses:
-            try:
-                # a numeric host: create_connection does no second DNS lookup
-                sock = socket.create_connection((str(ip), port), clip(self._connect_timeout, httpx.ConnectTimeout))
-            except TimeoutError as e:
-                raise httpx.ConnectTimeout(str(e) or "timed out") from e
-            except OSError as e:
-                failure = e  # refused/unreachable: try the next address
-                continue
-            break
-        else:
-            assert failure is not None
-            raise httpx.ConnectError(str(failure)) from failure
+        except OSError as e:  # refused/unreachable at every address
+            raise httpx.ConnectError(str(e)) from e
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":

@@ -264,3 +264,21 @@ def test_a_connection_in_use_when_the_fetcher_closes_is_closed_after_its_answer(
         response.close()
         assert conn.sock is None  # closed, not given back
         assert idle.take(("http", "127.0.0.1", srv.port)) is None
+
+
+def test_a_refused_address_moves_on_to_the_next_one():
+    """A name with two addresses, the first refusing connections: the fetch connects to
+    the second (and both were vetted before either was tried)."""
+    answers = {"multi.example": ["127.0.0.2", "127.0.0.1"]}  # nothing listens on .2
+    vetted: list[str] = []
+
+    def policy(ip):
+        vetted.append(str(ip))
+        return None
+
+    limits = FetchLimits(user_agent=UA, allow_private_networks=False, deadline=5.0)
+    with Scripted([[answer()]]) as srv, Fetcher(limits, resolver=lambda host, port: answers[host],
+                                                 address_policy=policy) as f:
+        assert f.fetch(f"http://multi.example:{srv.port}/feed").body == RSS
+    assert vetted == ["127.0.0.2", "127.0.0.1"]
+    assert srv.requests[0][1].lower().count(b"host: multi.example:") == 1
