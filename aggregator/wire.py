@@ -133,6 +133,7 @@ class WirePool:
             return WireResponse(idle, conn, response, url)
         raise AssertionError("unreachable")  # pragma: no cover
 
+
 class _Idle:
     """One thread name's idle connections, newest last per origin."""
 
