@@ -96,9 +96,10 @@ class Fetcher:
     (embedding, tests); ``ssl_context`` replaces the certifi-based default (a private CA).
     ``host_limits`` is ``(max_per_host, min_gap)`` or a :class:`HostLimiter` to share.
 
-    Direct requests share one :class:`wire.WirePool` (idle connections per origin, taken
-    and given back under a lock held for a dict operation), so keep-alive connections
-    outlive a cycle's threads and a daemon does not reconnect every cycle.
+    Direct requests go through one :class:`wire.WirePool`, which keeps idle connections
+    per thread name and origin, so the next cycle's "fetch_0".."fetch_7" find the
+    keep-alive connections the previous cycle's threads left, and a daemon does not
+    reconnect every cycle.
 
     Proxied requests use httpx. Each fetching thread has its own client per proxy, made
     on first use and found again by the thread's name, so the next cycle's threads reuse

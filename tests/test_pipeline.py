@@ -292,3 +292,38 @@ def test_whole_corpus_through_the_pipeline(tmp_path, server):
         assert post["title"] and post["date"]
     for f in feed_files(cfg.output_dir, BASE):
         assert parse_output_feed(f).bozo == 0, f
+
+
+def test_a_cycle_that_fails_midway_stops_fetching(tmp_path, server):
+    """When the cycle's own loop fails (here: the caller's result callback raises), the
+    fetch threads stop after the source in hand, also those waiting for a body slot
+    nobody will free any more, instead of fetching every remaining source (or waiting
+    for ever), and the error reaches the caller."""
+    import threading
+
+    from aggregator.pipeline import MIN_BODIES_IN_FLIGHT
+
+    sources = []
+    for i in range(60):
+        server.add(f"/f{i}.xml", _rss([(i, f"title {i}", f"<p>body {i}</p>")]))
+        sources.append({"name": f"s{i:02d}", "url": server.url(f"/f{i}.xml"), "category": "c"})
+    cfg = load_config(write_config(tmp_path / "config.toml", sources, concurrency=2))
+    raised: list[BaseException] = []
+
+    def explode(result):
+        raise RuntimeError("the caller gave up")
+
+    def cycle():
+        with Pipeline(cfg) as p:
+            try:
+                p.poll(on_result=explode)
+            except RuntimeError as e:
+                raised.append(e)
+
+    runner = threading.Thread(target=cycle, daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the cycle did not end"
+    assert [str(e) for e in raised] == ["the caller gave up"]
+    fetched = sum(server.hits[f"/f{i}.xml"] for i in range(60))
+    assert 1 <= fetched <= MIN_BODIES_IN_FLIGHT + 2, fetched  # the bodies in flight, one per thread more
