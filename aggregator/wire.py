@@ -21,6 +21,7 @@ whose answer was not read to its end.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import select
@@ -68,7 +69,6 @@ class WirePool:
         self._idle_expiry = idle_expiry
         self._pools: dict[str, _Idle] = {}  # by thread name
         self._lock = threading.Lock()  # only to add a thread name
-        self.opened = 0  # connections made (tests: keep-alive reuse)
 
     def close(self) -> None:
         with self._lock:
@@ -104,32 +104,23 @@ class WirePool:
                 conn = _Connection(self, key, connect_timeout, read_timeout)
             else:
                 conn.set_timeouts(connect_timeout, read_timeout)
-            phase = "connect"
+            phase = ["connect"]
             try:
-                if conn.sock is None:
-                    conn.connect()
-                phase = "write"
-                conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
-                conn.putheader(b"Host", host_header)
-                for name, value in headers:
-                    conn.putheader(name, value)
-                conn.endheaders()
-                phase = "read"
-                response = conn.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
-                conn.close()
+                with _closing_on_error(conn.close, phase):
+                    if conn.sock is None:
+                        conn.connect()
+                    phase[0] = "write"
+                    conn.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+                    conn.putheader(b"Host", host_header)
+                    for name, value in headers:
+                        conn.putheader(name, value)
+                    conn.endheaders()
+                    phase[0] = "read"
+                    response = conn.getresponse()
+            except _Dropped as e:
                 if reused and attempt == 0:
                     continue  # the server closed a kept connection meanwhile: once more, on a new one
-                raise _mapped(e, phase) from e
-            except httpx.TransportError:
-                conn.close()
-                raise
-            except Exception as e:
-                conn.close()
-                mapped = _mapped(e, phase)
-                if mapped is e:
-                    raise
-                raise mapped from e
+                raise e.mapped from e.__cause__
             return WireResponse(idle, conn, response, url)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -203,25 +194,19 @@ class WireResponse:
         """The body as sent (content codings not undone), chunked framing removed."""
         response = self._response
         try:
-            while True:
-                expected = None if response.chunked else response.length
-                data = response.read(chunk_size)
-                if not data:
-                    if expected:  # http.client returns b"" for a cut body: h11 calls it an error
-                        raise httpx.RemoteProtocolError(
-                            f"peer closed connection without sending complete message body: {expected} bytes missing"
-                        )
-                    return
-                yield data
-        except httpx.TransportError:
-            self._abandon()
-            raise
-        except Exception as e:
-            self._abandon()
-            mapped = _mapped(e, "read")
-            if mapped is e:
-                raise
-            raise mapped from e
+            with _closing_on_error(self._abandon, ["read"]):
+                while True:
+                    expected = None if response.chunked else response.length
+                    data = response.read(chunk_size)
+                    if not data:
+                        if expected:  # http.client returns b"" for a cut body: h11 calls it an error
+                            raise httpx.RemoteProtocolError(
+                                f"peer closed connection without sending complete message body: {expected} bytes missing"
+                            )
+                        return
+                    yield data
+        except _Dropped as e:
+            raise e.mapped from e.__cause__
 
     def _abandon(self) -> None:
         conn, self._conn = self._conn, None
@@ -393,7 +378,6 @@ class _Connection(http.client.HTTPConnection):
         except BaseException:
             sock.close()
             raise
-        pool.opened += 1
         self.sock = _DeadlineSocket(sock, self._read_timeout)
 
     def still_open(self) -> bool:
@@ -501,6 +485,35 @@ class _Reader(io.RawIOBase):
         if not self.closed:
             self.sock.file_closed()
         super().close()
+
+
+class _Dropped(Exception):
+    """The peer dropped the connection without a word (``mapped``: httpx's exception)."""
+
+    def __init__(self, mapped: BaseException):
+        self.mapped = mapped
+
+
+@contextlib.contextmanager
+def _closing_on_error(close: Any, phase: list[str]) -> Iterator[None]:
+    """Call ``close`` (the connection is unusable) on any failure inside the block and
+    raise it as httpx's exception for ``phase[0]`` ("connect", "write", "read"); a
+    connection the peer dropped silently comes out as :class:`_Dropped` (a kept one may
+    be retried)."""
+    try:
+        yield
+    except httpx.TransportError:
+        close()
+        raise
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+        close()
+        raise _Dropped(_mapped(e, phase[0])) from e
+    except Exception as e:
+        close()
+        mapped = _mapped(e, phase[0])
+        if mapped is e:
+            raise
+        raise mapped from e
 
 
 def _mapped(e: BaseException, phase: str) -> BaseException:
