@@ -580,12 +580,12 @@ def with_page(draft: ArticleDraft, extracted: Extracted | None, verdict: Verdict
         return replace(draft, fulltext=verdict.reason)
     from .normalize import normalize_text, xml_safe
     from .similarity import fingerprint
-    from .text import excerpt, first_image
+    from .text import first_image, text_excerpt
 
     body = xml_safe(extracted.html)
     text = extracted.text
     return replace(
-        draft, body_html=body, image=draft.image or first_image(body), summary=draft.summary or excerpt(text),
+        draft, body_html=body, image=draft.image or first_image(body), summary=draft.summary or text_excerpt(text),
         text_len=len(normalize_text(text)), fingerprint=fingerprint(draft.title, text),
         fulltext=f"{verdict.reason} ({extracted.method})",
     )

@@ -189,16 +189,25 @@ def excerpt(html_or_text: str, limit: int = 200) -> str:
     return _cut(html_to_text(html_or_text), limit)
 
 
+# A text that begins with a tag or a comment and closes a tag somewhere is a whole HTML
+# document escaped twice by its feed (reddit: "&amp;lt;div class=&amp;quot;md&amp;quot;&amp;gt;"),
+# not prose that mentions a tag.
+_ESCAPED_MARKUP_RE = re.compile(r"\s*<(?:!--|[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>)[\s\S]*</[A-Za-z]")
+
+
 def text_excerpt(text: str, limit: int = 200) -> str:
-    """``excerpt(text)`` for a ``text`` that ``html_to_text`` made, read again only when it
-    holds a "<" or a character reference (decoded from ``&lt;`` or ``&amp;amp;``), which
-    excerpt reads as markup: html_to_text of any other such text is the text itself (no
-    character XML forbids, whitespace already collapsed), and the whole text is not split
-    again for the 200 characters kept."""
-    if "<" in text or "&" in text and unescape(text) != text:
-        return excerpt(text, limit)
+    """At most ``limit`` characters of a plain ``text`` (what ``html_to_text`` made), cut
+    as ``excerpt`` cuts. A "<" in it is the article's own words (a post about HTML: "Use
+    <b> for bold", an IRC log's "<nick>", an address "<a@b.org>"), not read as a tag —
+    unless the whole text is markup its feed escaped twice (it begins with a tag or a
+    comment and closes one): that is read as HTML, as readers show it. A character
+    reference left in the text is decoded once more for the same reason ("&amp;ldquo;")."""
     if limit < 1:
         raise ValueError("excerpt limit must be at least 1")
+    if "<" in text and _ESCAPED_MARKUP_RE.match(text):
+        return excerpt(text, limit)
+    if "&" in text and unescape(text) != text:
+        text = html_to_text(text.replace("<", "&lt;"))
     return _cut(text, limit)
 
 

@@ -4,6 +4,8 @@ documents shown by ``list-sources`` — real servers, databases, files and CLI."
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import sqlite3
@@ -323,3 +325,21 @@ def test_serve_command_serves_the_output_folder_and_stops_on_sigterm(tmp_path, s
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_an_article_about_markup_keeps_its_words_in_every_feeds_excerpt(tmp_path, server):
+    # "&lt;b&gt;" in the body is the text "<b>": the excerpt keeps it (it once read it as a
+    # tag again and lost it), and each format escapes it as its syntax needs
+    body = "Use &lt;b&gt; for bold &amp; &lt;i&gt; for italics, write to &lt;ed@example.org&gt;."
+    server.add("/d.xml", rss("d", [(1, "HTML tips", body)]))
+    cfg = load_config(write_config(tmp_path / "config.toml", sources(server)[1:], base_url=BASE))
+    with Pipeline(cfg) as p:
+        assert p.poll().results[0].new == 1
+    words = "Use <b> for bold & <i> for italics, write to <ed@example.org>."
+    out = cfg.output_dir
+    item = etree.parse(str(out / "all.rss.xml")).getroot().find("channel/item")
+    assert item.findtext("description") == html.escape(words, quote=False)
+    shown = parse_output_feed(out / "all.rss.xml").entries[0].summary  # HTML, as a reader gets it
+    assert "<" not in shown and html.unescape(shown) == words
+    assert next(etree.parse(str(out / "all.atom.xml")).getroot().iter(f"{ATOM}summary")).text == words
+    assert json.loads((out / "all.json").read_text(encoding="utf-8"))["items"][0]["summary"] == words
