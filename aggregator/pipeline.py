@@ -41,7 +41,7 @@ from .errors import AggregatorError, ConfigError, NotAFeedError, ParseError, Pub
 from .models import ArticleDraft, CycleResult, Fetched, NotModified, Source, SourceResult
 from .rsshub import is_route
 from .schedule import Outcome, describe, next_poll
-from .store import SourceState, Store, to_iso
+from .store import ArticleReader, SourceState, Store, to_iso
 
 if TYPE_CHECKING:  # the worker pool is imported on first parse: a warm (304) cycle never needs it
     from .work import Processed
@@ -810,7 +810,8 @@ class Pipeline:
             # feeds never show an article's merge list (posts do): not loaded, not pickled
             load = functools.partial(store.articles_by_id, sources=False)
             result = publish_site(self.config.output_dir, plan, site, previous=previous, load=load,
-                                  force=force, executor=executor, workers=os.cpu_count() or 1)
+                                  force=force, executor=executor, workers=os.cpu_count() or 1,
+                                  worker_load=ArticleReader(store.path))
         now = self.clock()
         store.record_outputs(result.done, result.failed, result.gone, now)
         pending = bool(result.failed) or not posts_ok

@@ -949,6 +949,20 @@ class Store:
 
 
 
+@dataclass(frozen=True)
+class ArticleReader:
+    """``Store.articles_by_id(ids, sources=False)`` of the database at ``path``, through a
+    read-only connection of its own per call. It pickles as a path: a publish worker
+    process reads the articles it renders itself instead of receiving them pickled from
+    the poll process (which is the one writer; WAL lets readers in beside it)."""
+
+    path: Path
+
+    def __call__(self, ids: Sequence[int]) -> list[StoredArticle]:
+        with Store(self.path, readonly=True) as store:
+            return store.articles_by_id(ids, sources=False)
+
+
 class _Immediate:
     """``with store._write():`` = BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
 

@@ -357,13 +357,25 @@ def write_config(path: Path, server: CorpusServer, n: int, concurrency: int | No
 
 
 def db_counts(db: Path) -> dict:
+    """Articles and source states after a cycle, and the cycle's own timers (the `meta` rows
+    `poll` writes: the fetch-to-stored loop, then the publish that followed it)."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             states = dict(conn.execute("SELECT state, count(*) FROM sources GROUP BY state").fetchall())
             articles = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN"
+                                     " ('last_cycle_seconds', 'last_publish_seconds')").fetchall())
     except sqlite3.Error as e:
-        return {"articles": 0, "source_states": {"unreadable": str(e)}}
-    return {"articles": articles, "source_states": states}
+        return {"articles": 0, "source_states": {"unreadable": str(e)}, "loop_s": math.nan, "publish_s": math.nan}
+    return {"articles": articles, "source_states": states, "loop_s": float(meta.get("last_cycle_seconds", math.nan)),
+            "publish_s": float(meta.get("last_publish_seconds", math.nan))}
+
+
+def feed_documents(output_dir: Path) -> dict:
+    """The feed documents a cycle left in the output folder (post files not counted)."""
+    files = [p for p in output_dir.rglob("*") if p.suffix in (".xml", ".json") and p.is_file()
+             and p.name != "index.opml" and "posts" not in p.relative_to(output_dir).parts]
+    return {"files": len(files), "mb": sum(p.stat().st_size for p in files) / 10**6}
 
 
 def run_ours(run_dir: Path, server: CorpusServer, n: int, args, py: str) -> dict:
@@ -376,6 +388,7 @@ def run_ours(run_dir: Path, server: CorpusServer, n: int, args, py: str) -> dict
     cold = run_phase([*cmd, "poll"], **where)
     cold_http = server.take_counts()
     counts = db_counts(run_dir / "data" / "aggregator.db")
+    counts.update(feed_documents(run_dir / "out"))
     publish = run_phase([*cmd, "publish"], **where)
     server.take_counts()  # publish fetches nothing; a request here would show in neither cycle
     warm = run_phase([*cmd, "poll"], **where)
@@ -487,6 +500,10 @@ def summarize(n: int, runs: list[dict]) -> dict:
         for key in PHASE_KEYS:
             s[f"{phase}_{key}"] = med(phase, key)
     s["floor_parse_s"] = med("floor_inner", "parse_s")
+    if "cold" in first:
+        for key in ("loop_s", "publish_s"):
+            s[f"cold_{key}"] = statistics.median(r["db"].get(key, math.nan) for r in runs)
+        s["cold_feed_files"], s["cold_feed_mb"] = first["db"].get("files", 0), first["db"].get("mb", math.nan)
     s["floor_setup_s"] = med("floor_inner", "setup_s")
     s["load_before"] = [round(r["load_before"], 2) for r in runs]
     s["order"] = [r["order"] for r in runs]
@@ -619,6 +636,10 @@ ROWS = [  # (label, key, format); a figure a run did not measure (--peer none) s
     ("cold poll: wall s, best run", "cold_wall_min_s", "{:.2f}"),
     ("cold poll: CPU s (all processes)", "cold_cpu_s", "{:.2f}"),
     ("cold poll: of which the `poll` process itself, CPU s", "cold_main_cpu_s", "{:.2f}"),
+    ("cold poll: of which fetch → parse → store loop s (own timer)", "cold_loop_s", "{:.2f}"),
+    ("cold poll: of which publishing s (own timer)", "cold_publish_s", "{:.2f}"),
+    ("cold poll: feed documents written (RSS, Atom, JSON; archives included)", "cold_feed_files", "{:,.0f}"),
+    ("cold poll: their size, MB", "cold_feed_mb", "{:.1f}"),
     ("cold poll: entries/s (wall)", "cold_entries_per_s", "{:,.0f}"),
     ("cold poll: peak RSS of one process, MiB", "cold_peak_rss_mib", "{:.0f}"),
     ("cold poll: peak RSS of the tree (sampled), MiB", "cold_tree_rss_mib", "{:.0f}"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import pickle
 import re
 import sqlite3
 import subprocess
@@ -343,3 +344,38 @@ def test_an_article_about_markup_keeps_its_words_in_every_feeds_excerpt(tmp_path
     assert "<" not in shown and html.unescape(shown) == words
     assert next(etree.parse(str(out / "all.atom.xml")).getroot().iter(f"{ATOM}summary")).text == words
     assert json.loads((out / "all.json").read_text(encoding="utf-8"))["items"][0]["summary"] == words
+
+
+def test_publish_workers_read_their_articles_from_the_database(tmp_path, server):
+    """A publish of PARALLEL_PAGES pages or more renders RSS and Atom in the worker
+    processes, which read the batch's articles from SQLite themselves (ArticleReader)
+    instead of receiving them pickled: the files are byte for byte those one process
+    renders alone from the same database."""
+    from aggregator.publish import plan_site, publish_site
+    from aggregator.publish.site import PARALLEL_PAGES
+    from aggregator.store import ArticleReader, Store
+
+    feeds = [{"name": f"S{k}", "url": server.url(f"/s{k}.xml"), "category": f"c{k % 2}", "channel": "ch"}
+             for k in range(6)]
+    for k in range(6):
+        server.add(f"/s{k}.xml", rss(f"s{k}", [(n, f"story {k}-{n}", f"body {k} {n}") for n in range(1, 7)]))
+    cfg = load_config(write_config(tmp_path / "config.toml", feeds, base_url=BASE, items_per_feed=2))
+    with Pipeline(cfg) as p:
+        p.poll()
+        assert p.last_publish.rendered >= PARALLEL_PAGES and p.last_publish.failed == ()
+        site = p.site()
+    with Store(cfg.db_path) as store:
+        plan = plan_site(store.article_refs(), cfg.sources, cfg.feeds, site=site, items_per_feed=cfg.items_per_feed,
+                         default_interval=cfg.default_interval, bodies=store.article_bodies)
+        alone = publish_site(tmp_path / "alone", plan, site, previous={},
+                             load=lambda ids: store.articles_by_id(ids, sources=False))
+        ids = [a.id for a in store.all_articles()]
+        reader = pickle.loads(pickle.dumps(ArticleReader(cfg.db_path)))  # what a worker gets
+        assert reader(ids) == store.articles_by_id(ids, sources=False) and len(ids) == 36
+    assert alone.failed == () and len(alone.written) >= 3 * PARALLEL_PAGES
+
+    def documents(folder: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+                if f.is_file() and "posts" not in f.relative_to(folder).parts}
+
+    assert documents(cfg.output_dir) == documents(tmp_path / "alone")
