@@ -244,7 +244,7 @@ def build_opml(sources: Sequence[Source], *, title: str) -> bytes:
     """OPML 2.0, UTF-8: one folder per category (sorted), its channel-less sources in
     config order, then one nested folder per channel (sorted). No ``dateCreated``: the same
     sources give the same bytes. ``htmlUrl`` is left out: we do not store a source's site."""
-    from .publish.posts import strip_illegal_chars  # the one XML-1.0 character filter
+    from .text import strip_illegal_chars  # the one XML-1.0 character filter
 
     root = etree.Element("opml", version="2.0")
     head = etree.SubElement(root, "head")

@@ -18,19 +18,35 @@ from html.parser import HTMLParser
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 __all__ = ["html_to_text", "clean_title", "excerpt", "text_excerpt", "first_image", "parse_srcset",
-           "strip_tracking", "canonical_url"]
+           "strip_tracking", "canonical_url", "strip_illegal_chars"]
 
 
 # --- characters ------------------------------------------------------------------------
 
-# Not allowed in XML 1.0 (feedgen raises on them: HAZARDS "Publishing"); nh3 (Rust
-# strings) raises on lone surrogates.
+# XML 1.0 §2.2 Char, complemented: C0 controls but TAB/LF/CR, lone surrogates, U+FFFE/FFFF.
+# One of them in a feedgen field kills the whole feed (HAZARDS "Publishing"); nh3 (Rust
+# strings) raises on lone surrogates, and in a post one cannot even be encoded as UTF-8.
 _ILLEGAL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _WS_RE = re.compile(r"[^\S\u3000]+")  # whitespace runs, except CJK ideographic space
 _MEDIA_SCHEMES = ("http", "https")
 
 
 def _strip_illegal(text: str) -> str:
+    return _ILLEGAL_CHARS_RE.sub("", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def strip_illegal_chars(text: str) -> str:
+    """Remove the characters XML 1.0 forbids (and that cannot be UTF-8 encoded): the one
+    filter every output (posts, feeds, OPML, index page) applies to what it writes."""
+    if not _ILLEGAL_CHARS_RE.search(text):  # nearly every text: one scan, no copy
+        return text
+    if _SURROGATE.search(text):
+        # A *pair* of surrogate code points (JSON "\ud83d\ude00", 'surrogatepass'
+        # decoding) is one real character: join it first, so only lone halves are lost.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
     return _ILLEGAL_CHARS_RE.sub("", text)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import html
+import importlib
 import io
 import locale
 import logging
@@ -17,6 +18,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -1359,3 +1362,22 @@ def test_worker_processes_publish_the_same_files_and_report_the_same(tmp_path):
     assert parallel == serial
     assert tree(tmp_path / "parallel") == tree(tmp_path / "serial")
 
+
+
+def test_the_package_names_resolve_lazily_and_a_feed_worker_imports_no_yaml():
+    # aggregator.publish imports each stage when one of its names is first used, so a
+    # worker process rendering RSS or Atom never loads the posts' YAML stack
+    import aggregator.publish as publish
+
+    assert sorted(publish.__all__) == sorted(publish._MODULE_OF)
+    for name in publish.__all__:
+        assert getattr(publish, name) is getattr(importlib.import_module(f"aggregator.publish.{publish._MODULE_OF[name]}"),
+                                                 name)
+    with pytest.raises(AttributeError):
+        publish.no_such_name  # noqa: B018
+    code = ("import sys, aggregator.publish.site, aggregator.publish.feeds, aggregator.publish.validate, "
+            "aggregator.publish.json_feed, aggregator.store; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'frontmatter') "
+            "or m == 'aggregator.publish.posts'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"

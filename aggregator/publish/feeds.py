@@ -76,7 +76,7 @@ from aggregator import __version__
 from aggregator.errors import PublishError
 from aggregator.models import StoredArticle
 from aggregator.publish.pages import EPOCH, MEDIA_TYPES, Composed, Page, Site
-from aggregator.publish.posts import strip_illegal_chars
+from aggregator.text import strip_illegal_chars
 
 log = logging.getLogger(__name__)
 

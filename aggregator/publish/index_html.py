@@ -62,7 +62,7 @@ from aggregator.publish.pages import (
     IndexEntry,
     Site,
 )
-from aggregator.publish.posts import strip_illegal_chars
+from aggregator.text import strip_illegal_chars
 
 #: format -> the label of its link, in the order the links are shown
 FORMAT_LABELS: dict[str, str] = {"rss": "RSS", "atom": "Atom", "json": "JSON"}

@@ -53,7 +53,7 @@ from typing import Any
 from aggregator.models import StoredArticle
 from aggregator.publish.feeds import GENERATOR, UNTITLED, feed_image_url
 from aggregator.publish.pages import Composed, Page, Site
-from aggregator.publish.posts import strip_illegal_chars
+from aggregator.text import strip_illegal_chars
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 HOME_PAGE = "index.html"

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from lxml import etree
 
 from aggregator.publish.pages import AXES, IndexEntry, Site
-from aggregator.publish.posts import strip_illegal_chars
+from aggregator.text import strip_illegal_chars
 
 OPML_SPEC = "http://opml.org/spec2.opml"
 OPML_NAME = "index.opml"

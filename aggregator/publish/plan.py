@@ -30,7 +30,7 @@ from datetime import datetime
 
 from aggregator.models import ArticleRef, FeedRule, Source
 from aggregator.publish.pages import EPOCH, FeedDef, IndexEntry, Site
-from aggregator.publish.posts import strip_illegal_chars
+from aggregator.text import strip_illegal_chars
 
 #: bump when the renderers change what they write, so every page is rebuilt once
 RENDER_VERSION = 1

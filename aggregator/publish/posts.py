@@ -43,25 +43,7 @@ import frontmatter
 from aggregator.errors import PublishError
 from aggregator.models import StoredArticle
 from aggregator.publish.atomic import write_atomic
-
-# --- text every output shares -------------------------------------------------------
-
-# XML 1.0 §2.2 Char, complemented: C0 controls but TAB/LF/CR, lone surrogates, U+FFFE/FFFF.
-# One of them in a feedgen field kills the whole feed (HAZARDS.md); in a post a lone
-# surrogate cannot even be encoded as UTF-8. The same set is stripped from every output.
-_ILLEGAL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def strip_illegal_chars(text: str) -> str:
-    """Remove the characters XML 1.0 forbids (and that cannot be UTF-8 encoded)."""
-    if not _ILLEGAL_CHARS.search(text):  # nearly every text: one scan, no copy
-        return text
-    if _SURROGATE.search(text):
-        # A *pair* of surrogate code points (JSON "\ud83d\ude00", 'surrogatepass'
-        # decoding) is one real character: join it first, so only lone halves are lost.
-        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-    return _ILLEGAL_CHARS.sub("", text)
+from aggregator.text import strip_illegal_chars  # the one XML-character filter of every output
 
 
 def rfc822(moment: datetime) -> str:
