@@ -92,14 +92,17 @@ def compose_json(page: Page, site: Site, cache: dict[int, bytes] | None = None) 
     doc["items"] = []
     if cache is None:
         cache = {}
-    items = []
-    for article in _newest_first(page.items):
-        item = cache.get(article.id)
-        if item is None:
-            item = cache[article.id] = _dumps(_item(article, site))
-        items.append(item)
+    items = [json_entry(article, site, cache) for article in _newest_first(page.items)]
     # items is the last member: the envelope ends with "items":[]} -- cut between the brackets
     return Composed(head=_dumps(doc)[:-2], items=tuple(items), tail=b"]}\n", separator=b",")
+
+
+def json_entry(article: StoredArticle, site: Site, cache: dict[int, bytes]) -> bytes:
+    """The article's item as ``compose_json`` joins it, from ``cache`` or rendered into it."""
+    item = cache.get(article.id)
+    if item is None:
+        item = cache[article.id] = _dumps(_item(article, site))
+    return item
 
 
 def _dumps(value: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ again at the next publish. The other formats of the same page are still written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -35,9 +36,12 @@ from aggregator.publish.plan import PageJob, SitePlan
 
 log = logging.getLogger(__name__)
 
-#: distinct articles loaded at a time while rendering (bounds memory on a full rebuild;
-#: the per-article render caches live as long as one batch)
+#: distinct articles per rendering batch (bounds memory on a full rebuild: a batch's
+#: entries stay cached until it is done; its articles are read ENTRY_CHUNK at a time)
 LOAD_BATCH = 10_000
+#: articles read at a time while their entries are rendered (what a publishing process
+#: holds at once besides the batch's entries)
+ENTRY_CHUNK = 500
 #: pages from which a batch is rendered in worker processes (when the pipeline hands
 #: some over): below, shipping the articles there costs more than it saves. Measured on
 #: 2 cores (benchmarks/publish.py data, pool already running, as in the daemon): 132
@@ -72,6 +76,35 @@ def _render(page: Page, site: Site, fmt: str, caches: dict[str, Any]) -> tuple[C
     return render_page(page, site, fmt, caches.setdefault("entries", EntryCache()))
 
 
+def _entries(load: Callable[[Sequence[int]], Sequence[StoredArticle]], ids: Sequence[int], site: Site,
+             formats: Sequence[str], caches: dict[str, Any]) -> dict[int, StoredArticle]:
+    """Read the articles ``ids`` through ``load``, ``ENTRY_CHUNK`` at a time, render each
+    one's entry in every one of ``formats`` into ``caches`` (the caches ``_render`` reads),
+    and keep the article without its body and summary: composing a page needs only the
+    entries and its items' ids and dates, so a batch holds its entries and not its
+    articles too (at 10,000 sources ~22 MB less in each publishing process). An article
+    whose entry cannot be rendered is kept whole: the page holding it reports why."""
+    from aggregator.publish.feeds import EntryCache
+    from aggregator.publish.json_feed import json_entry
+
+    entries = caches.setdefault("entries", EntryCache())
+    json_items = caches.setdefault("json", {})
+    kept: dict[int, StoredArticle] = {}
+    for start in range(0, len(ids), ENTRY_CHUNK):
+        for article in load(ids[start:start + ENTRY_CHUNK]):
+            try:
+                for fmt in formats:
+                    if fmt == "json":
+                        json_entry(article, site, json_items)
+                    else:
+                        entries.item(article, site, rss=fmt == "rss")
+            except PublishError:
+                kept[article.id] = article
+            else:
+                kept[article.id] = dataclasses.replace(article, body_html="", summary="")
+    return kept
+
+
 @dataclass
 class _Rendered:
     """What the publish run did so far (becomes the SiteResult)."""
@@ -93,19 +126,22 @@ class _Outcome:
     skipped: tuple[str, ...] = ()  # items left out of it
 
 
-def render_formats(output_dir: Path, jobs: Sequence[PageJob], articles: Mapping[int, StoredArticle],
-                   site: Site, formats: Sequence[str]) -> list[list[_Outcome]]:
-    """Render, validate and write the ``formats`` documents of ``jobs``: per job, one
-    outcome per format. Runs in this process or in a worker process (what it takes and
-    returns pickles).
+def render_formats(output_dir: Path, jobs: Sequence[PageJob], load: Callable[[Sequence[int]], Sequence[StoredArticle]],
+                   ids: Sequence[int], site: Site, formats: Sequence[str]) -> list[list[_Outcome]]:
+    """Render, validate and write the ``formats`` documents of ``jobs``, whose articles
+    are ``ids``, read through ``load``: per job, one outcome per format. Runs in this
+    process or in a worker process (what it takes and returns pickles; ``load`` too when
+    it runs there).
 
-    One page after the other (feedgen and the item caches are not for threads), each
-    document that passes validation goes to its temporary file at once; the call ends by
-    committing them all together (``AtomicBatch``: one flush of the disk for the batch
-    instead of two fsyncs per file), so the new files appear when the call returns."""
+    Every article's entries first (``_entries``), then one page after the other
+    (feedgen and the item caches are not for threads); each document that passes
+    validation goes to its temporary file at once; the call ends by committing them all
+    together (``AtomicBatch``: one flush of the disk for the batch instead of two fsyncs
+    per file), so the new files appear when the call returns."""
     from aggregator.publish.validate import validate_composed
 
     caches: dict[str, Any] = {}  # the articles behind the ids stay the same for the call
+    articles = _entries(load, ids, site, formats, caches)
     checked: set = set()  # items validate_composed has passed
     rows: list[list[_Outcome]] = []
     staged: list[tuple[int, int, str]] = []  # (row, column, target) of the documents to commit
@@ -139,14 +175,15 @@ def _render_pickled(output_dir: Path, payload: bytes, formats: Sequence[str]) ->
     """``render_formats`` in a worker process, its jobs, articles and site pickled by
     ``_render_batch``."""
     jobs, articles, site = pickle.loads(payload)
-    return render_formats(output_dir, jobs, articles, site, formats)
+    return render_formats(output_dir, jobs, lambda ids: [articles[i] for i in ids if i in articles], sorted(articles),
+                          site, formats)
 
 
 def _render_loaded(output_dir: Path, payload: bytes, formats: Sequence[str]) -> list[list[_Outcome]]:
     """``render_formats`` in a worker process that reads its articles itself: the payload
     holds the jobs, the site, the article ids and ``worker_load``."""
     jobs, site, ids, load = pickle.loads(payload)
-    return render_formats(output_dir, jobs, {a.id: a for a in load(ids)}, site, formats)
+    return render_formats(output_dir, jobs, load, ids, site, formats)
 
 
 def _render_batch(output_dir: Path, jobs: Sequence[PageJob], ids: Sequence[int], site: Site,
@@ -164,22 +201,19 @@ def _render_batch(output_dir: Path, jobs: Sequence[PageJob], ids: Sequence[int],
     pickled articles and their copies in the executor's queue were most of the poll
     process's peak memory)."""
     if executor is None or workers < 2 or len(jobs) < PARALLEL_PAGES:
-        articles = {a.id: a for a in load(ids)}
-        return render_formats(output_dir, jobs, articles, site, tuple(FORMATS))
+        return render_formats(output_dir, jobs, load, ids, site, tuple(FORMATS))
     if worker_load is not None:
         payload = pickle.dumps((jobs, site, ids, worker_load), protocol=pickle.HIGHEST_PROTOCOL)
         futures = {fmt: executor.submit(_render_loaded, output_dir, payload, (fmt,)) for fmt in ("rss", "atom")}
-        del payload
-        articles = {a.id: a for a in load(ids)}
     else:
         # Pickled once for both workers (the executor would pickle the articles, bodies
         # and all, once per call; handing over bytes only copies them).
         articles = {a.id: a for a in load(ids)}
         payload = pickle.dumps((jobs, articles, site), protocol=pickle.HIGHEST_PROTOCOL)
+        del articles
         futures = {fmt: executor.submit(_render_pickled, output_dir, payload, (fmt,)) for fmt in ("rss", "atom")}
-        del payload  # not held here while JSON renders (tens of MB at 10,000 articles)
-    columns = {"json": render_formats(output_dir, jobs, articles, site, ("json",))}
-    del articles
+    del payload  # not held here while JSON renders (tens of MB at 10,000 articles)
+    columns = {"json": render_formats(output_dir, jobs, load, ids, site, ("json",))}
     columns.update((fmt, future.result()) for fmt, future in futures.items())
     return [[columns[fmt][i][0] for fmt in FORMATS] for i in range(len(jobs))]
 
