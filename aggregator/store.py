@@ -753,16 +753,19 @@ class Store:
     def article_refs(self) -> list[ArticleRef]:
         """Every article without its body, for planning the published feeds (by id)."""
         merged: dict[int, list[str]] = {}
+        # one str per source name, not one per row: at 10,000 sources an article carries
+        # ~30 merged names, and their copies were 9 of the refs' 15 MB
+        names_of: dict[str, str] = {}
         for article_id, source in self.conn.execute(
             "SELECT article_id, source FROM article_sources ORDER BY article_id, seen, rowid"
         ):
-            merged.setdefault(article_id, []).append(source)
+            merged.setdefault(article_id, []).append(names_of.setdefault(source, source))
         refs = []
         for r in self.conn.execute(
             "SELECT id, source, category, channel, title, author, date, updated, content_hash FROM articles ORDER BY id"
         ):
             names = merged.get(r[0], [])
-            sources = (r[1], *(n for n in dict.fromkeys(names) if n != r[1]))
+            sources = (names_of.setdefault(r[1], r[1]), *(n for n in dict.fromkeys(names) if n != r[1]))
             refs.append(ArticleRef(
                 id=r[0], source=r[1], sources=sources, category=r[2], channel=r[3], title=r[4], author=r[5] or "",
                 date=from_iso(r[6]), updated=from_iso(r[7]), content_hash=r[8],
