@@ -175,8 +175,12 @@ def _render_pickled(output_dir: Path, payload: bytes, formats: Sequence[str]) ->
     """``render_formats`` in a worker process, its jobs, articles and site pickled by
     ``_render_batch``."""
     jobs, articles, site = pickle.loads(payload)
-    return render_formats(output_dir, jobs, lambda ids: [articles[i] for i in ids if i in articles], sorted(articles),
-                          site, formats)
+    return render_formats(output_dir, jobs, _reading(articles), sorted(articles), site, formats)
+
+
+def _reading(articles: Mapping[int, StoredArticle]) -> Callable[[Sequence[int]], list[StoredArticle]]:
+    """A ``load`` over articles already in memory."""
+    return lambda ids: [articles[i] for i in ids if i in articles]
 
 
 def _render_loaded(output_dir: Path, payload: bytes, formats: Sequence[str]) -> list[list[_Outcome]]:
@@ -210,8 +214,8 @@ def _render_batch(output_dir: Path, jobs: Sequence[PageJob], ids: Sequence[int],
         # and all, once per call; handing over bytes only copies them).
         articles = {a.id: a for a in load(ids)}
         payload = pickle.dumps((jobs, articles, site), protocol=pickle.HIGHEST_PROTOCOL)
-        del articles
         futures = {fmt: executor.submit(_render_pickled, output_dir, payload, (fmt,)) for fmt in ("rss", "atom")}
+        load = _reading(articles)  # read once, for JSON here too
     del payload  # not held here while JSON renders (tens of MB at 10,000 articles)
     columns = {"json": render_formats(output_dir, jobs, load, ids, site, ("json",))}
     columns.update((fmt, future.result()) for fmt, future in futures.items())
