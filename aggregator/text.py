@@ -32,6 +32,9 @@ _MEDIA_SCHEMES = ("http", "https")
 
 
 def _strip_illegal(text: str) -> str:
+    # Cleaning's filter: every surrogate code point goes, paired or not (nh3 refuses them;
+    # the cleaned bytes are pinned by the equivalence tests). strip_illegal_chars below,
+    # for what the outputs write, first joins a pair into the character it stands for.
     return _ILLEGAL_CHARS_RE.sub("", text)
 
 
